@@ -1,0 +1,403 @@
+"""What every FCN segmentation data layer shares.
+
+The reference data layers read one (image, label) pair per forward and
+reshape the net to it (batch 1, any image size). This module holds that
+machinery once; each dataset module only says where its files are and how to
+load one top for one image id.
+
+Parameters (`python_param.param_str`) are a Python dict literal, parsed with
+`ast.literal_eval` and checked against the layer's schema: an unknown key, a
+missing required key or a wrong type is a `CaffeError`. Keys common to all
+layers:
+
+- `split`: the split file's name (`train`, `seg11valid`, `trainval`, ...)
+- `randomize` (default True): random order, but only when 'train' is in
+  `split` (evaluation splits are always read in file order)
+- `seed` (default None): seed of the order; None seeds from the system
+- `prefetch` (default 0): load this many upcoming samples on a background
+  thread; the order of samples does not change
+
+Order. As the reference layers do: with random order the first sample is
+`rng.randint(0, n - 1)` right after seeding `random.Random(seed)`, and every
+forward draws the next the same way (sampling with replacement); otherwise
+samples go through the split file in order and wrap around. The reference
+seeds Python's global `random`; this layer keeps a private generator with
+the same algorithm, so it draws the same sequence without touching (or being
+disturbed by) anyone else's use of `random`.
+
+Resuming the order (the contract a solver snapshot relies on):
+
+- `get_state()` returns a dict of plain Python values (str, int, list,
+  None; it round-trips through JSON) that describes the sample the *next*
+  reshape will load and the generator that picks the ones after it. Take it
+  between iterations (after a forward), as a snapshot does.
+- `set_state(state)` on a layer set up with the same split restores it: the
+  next reshape/forward then produces the same samples the original layer
+  would have. A state from a different split or list length is refused.
+"""
+from __future__ import annotations
+
+import ast
+import logging
+import random
+import weakref
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.io
+from PIL import Image
+
+from caffe_backend import caffe
+from torchcaffe.errors import CaffeError
+
+log = logging.getLogger(__name__)
+
+#: The mean (BGR) the reference VOC / SBDD nets subtract.
+VOC_MEAN_BGR = (104.00699, 116.66877, 122.67892)
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One param_str key: the accepted types and the default (none = required)."""
+
+    types: type | tuple[type, ...]
+    default: Any = _MISSING
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+
+#: Keys every segmentation data layer accepts.
+COMMON_PARAMS = {
+    "split": Param(str),
+    "randomize": Param(bool, True),
+    "seed": Param((int, type(None)), None),
+    "prefetch": Param(int, 0),
+}
+
+
+def parse_param_str(param_str: str, schema: dict[str, Param], layer: str) -> dict[str, Any]:
+    """The checked parameters of `layer` from its param_str (a dict literal)."""
+    try:
+        value = ast.literal_eval(param_str)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        raise CaffeError(
+            f"{layer}: param_str must be a Python dict literal, got {param_str!r} ({exc})"
+        ) from None
+    if not isinstance(value, dict):
+        raise CaffeError(f"{layer}: param_str must be a dict literal, got {type(value).__name__}")
+    unknown = sorted(map(str, set(value) - set(schema)))
+    if unknown:
+        raise CaffeError(f"{layer}: unknown param_str key(s) {unknown}; accepted: {sorted(schema)}")
+    params = {}
+    for key, spec in schema.items():
+        if key not in value:
+            if spec.required:
+                raise CaffeError(f"{layer}: param_str lacks the required key '{key}'")
+            params[key] = spec.default
+            continue
+        given = value[key]
+        # bool is an int subclass: True must not pass where a number is meant
+        is_bool_for_number = isinstance(given, bool) and bool not in _as_tuple(spec.types)
+        if not isinstance(given, spec.types) or is_bool_for_number:
+            names = " or ".join(t.__name__ for t in _as_tuple(spec.types))
+            raise CaffeError(f"{layer}: param_str key '{key}' must be {names}, got {given!r}")
+        params[key] = given
+    if params.get("prefetch", 0) < 0:
+        raise CaffeError(f"{layer}: param_str key 'prefetch' must be >= 0, got {params['prefetch']}")
+    return params
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def parse_mean(value: Any, layer: str) -> np.ndarray:
+    """A per-channel mean given as a sequence of numbers, as float64 like the reference."""
+    if not isinstance(value, (tuple, list)) or not value or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
+        raise CaffeError(f"{layer}: param_str key 'mean' must be a tuple of numbers, got {value!r}")
+    return np.array(value, dtype=np.float64)
+
+
+def read_split(path: Path, layer: str) -> list[str]:
+    """The image ids listed one per line in a split file."""
+    try:
+        ids = path.read_text().splitlines()
+    except OSError as exc:
+        raise CaffeError(f"{layer}: cannot read the split file {path}: {exc.strerror or exc}") from None
+    ids = [line.strip() for line in ids if line.strip()]
+    if not ids:
+        raise CaffeError(f"{layer}: the split file {path} lists no image ids")
+    return ids
+
+
+# -- loading one file ------------------------------------------------------------
+
+
+def _open_image(path: Path, image_id: str, layer: str) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.array(image)
+    except FileNotFoundError:
+        raise CaffeError(f"{layer}: image '{image_id}': no file {path}") from None
+    except OSError as exc:  # PIL.UnidentifiedImageError, truncated files, ...
+        raise CaffeError(f"{layer}: image '{image_id}': cannot read {path}: {exc}") from None
+
+
+def load_bgr(path: Path, image_id: str, mean: np.ndarray, layer: str) -> np.ndarray:
+    """An RGB image file as Caffe input: float32, BGR, minus `mean`, C x H x W.
+
+    The subtraction runs in the mean's dtype and is stored as float32, as the
+    reference's in-place `in_ -= self.mean` does.
+    """
+    pixels = _open_image(path, image_id, layer)
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise CaffeError(
+            f"{layer}: image '{image_id}': {path} is not a 3-channel colour image (shape {pixels.shape})"
+        )
+    bgr = pixels.astype(np.float32)[:, :, ::-1]
+    bgr -= mean
+    return bgr.transpose(2, 0, 1)
+
+
+def load_channels(path: Path, image_id: str, mean: np.ndarray, layer: str) -> np.ndarray:
+    """A 3-channel image file in its stored channel order, float32 minus `mean`, C x H x W."""
+    pixels = _open_image(path, image_id, layer)
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise CaffeError(f"{layer}: image '{image_id}': {path} has not 3 channels (shape {pixels.shape})")
+    data = pixels.astype(np.float32)
+    data -= mean
+    return data.transpose(2, 0, 1)
+
+
+def load_gray(path: Path, image_id: str, layer: str) -> np.ndarray:
+    """A one-channel image file (8 or 16 bit) as a float32 H x W array."""
+    pixels = _open_image(path, image_id, layer)
+    if pixels.ndim != 2:
+        raise CaffeError(f"{layer}: image '{image_id}': {path} is not a one-channel image (shape {pixels.shape})")
+    return pixels.astype(np.float32)
+
+
+def load_label_png(path: Path, image_id: str, layer: str) -> np.ndarray:
+    """A palette or gray PNG of class indices as a 1 x H x W uint8 array."""
+    pixels = _open_image(path, image_id, layer)
+    if pixels.ndim != 2:
+        raise CaffeError(
+            f"{layer}: image '{image_id}': label {path} must be a palette or gray image of class "
+            f"indices, not colour (shape {pixels.shape})"
+        )
+    return pixels.astype(np.uint8)[np.newaxis]
+
+
+def load_mat(path: Path, image_id: str, key: str, layer: str) -> np.ndarray:
+    """Variable `key` of a MATLAB file."""
+    try:
+        variables = scipy.io.loadmat(path)
+    except FileNotFoundError:
+        raise CaffeError(f"{layer}: image '{image_id}': no file {path}") from None
+    except (OSError, ValueError, TypeError, NotImplementedError) as exc:
+        raise CaffeError(f"{layer}: image '{image_id}': cannot read {path}: {exc}") from None
+    if key not in variables:
+        found = sorted(k for k in variables if not k.startswith("__"))
+        raise CaffeError(f"{layer}: image '{image_id}': {path} has no variable '{key}' (has {found})")
+    return variables[key]
+
+
+def as_label(values: np.ndarray, path: Path, image_id: str, layer: str) -> np.ndarray:
+    """A 2-D label array as 1 x H x W uint8, cast as the reference casts (wrapping)."""
+    if values.ndim != 2:
+        raise CaffeError(f"{layer}: image '{image_id}': the label in {path} is not 2-D (shape {values.shape})")
+    return values.astype(np.uint8)[np.newaxis]
+
+
+# -- order and prefetch ------------------------------------------------------------
+
+
+@dataclass
+class Sampler:
+    """Which sample comes next: the reference's order, resumable."""
+
+    count: int
+    rng: random.Random | None  # None: sequential order
+    idx: int = field(init=False, default=0)
+
+    def __post_init__(self):
+        if self.rng is not None:
+            self.idx = self.rng.randint(0, self.count - 1)
+
+    def advance(self) -> None:
+        if self.rng is not None:
+            self.idx = self.rng.randint(0, self.count - 1)
+        else:
+            self.idx = (self.idx + 1) % self.count
+
+    def upcoming(self, k: int) -> list[int]:
+        """The next `k` indices after the current one, leaving the state as it is."""
+        if self.rng is None:
+            return [(self.idx + i) % self.count for i in range(1, k + 1)]
+        ahead = random.Random()
+        ahead.setstate(self.rng.getstate())
+        return [ahead.randint(0, self.count - 1) for _ in range(k)]
+
+    def rng_state(self) -> list | None:
+        if self.rng is None:
+            return None
+        version, internal, gauss_next = self.rng.getstate()
+        return [version, list(internal), gauss_next]
+
+    def set_rng_state(self, state: Sequence) -> None:
+        version, internal, gauss_next = state
+        self.rng.setstate((version, tuple(internal), gauss_next))
+
+
+class Prefetcher:
+    """Loads samples on one background thread ahead of when they are asked for.
+
+    Loading is a pure function of the index, so fetching early cannot change
+    what a sample holds or the order in which samples are used.
+    """
+
+    def __init__(self, load, depth: int, name: str):
+        self._load = load
+        self.depth = depth
+        self._pending: dict[int, Future] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prefetch-{name}")
+        weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+
+    def take(self, index: int):
+        future = self._pending.pop(index, None)
+        return future.result() if future is not None else self._load(index)
+
+    def schedule(self, wanted: list[int]) -> None:
+        """Keep loads running for `wanted` (the next indices) and drop the rest."""
+        for index in list(self._pending):
+            if index not in wanted:
+                self._pending.pop(index).cancel()
+        for index in wanted:
+            if index not in self._pending:
+                self._pending[index] = self._pool.submit(self._load, index)
+
+
+# -- the layer -------------------------------------------------------------------
+
+
+class SegDataLayer(caffe.Layer):
+    """Base of the segmentation data layers; see the module docstring.
+
+    A subclass sets `PARAMS` (its keys beyond `COMMON_PARAMS`) and implements
+    `configure`, `split_path`, `top_names` and `load_top`.
+    """
+
+    PARAMS: dict[str, Param] = {}
+
+    # -- what a dataset supplies
+
+    def configure(self, params: dict[str, Any]) -> None:
+        """Keep the dataset's parameters (directories, mean, ...)."""
+        raise NotImplementedError
+
+    def split_path(self) -> Path:
+        raise NotImplementedError
+
+    def top_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def load_top(self, name: str, image_id: str) -> np.ndarray:
+        """The array for top `name` of image `image_id`, without the batch axis."""
+        raise NotImplementedError
+
+    # -- Caffe's interface
+
+    def setup(self, bottom, top):
+        layer = type(self).__name__
+        params = parse_param_str(self.param_str, {**COMMON_PARAMS, **self.PARAMS}, layer)
+        self.split = params["split"]
+        self.configure(params)
+        names = self.top_names()
+        if len(top) != len(names):
+            raise CaffeError(f"{layer}: needs {len(names)} tops ({', '.join(names)}), the net gives {len(top)}")
+        if len(bottom) != 0:
+            raise CaffeError(f"{layer}: a data layer takes no bottoms, the net gives {len(bottom)}")
+        self.indices = read_split(self.split_path(), layer)
+        randomize = params["randomize"] and "train" in self.split
+        self._sampler = Sampler(len(self.indices), random.Random(params["seed"]) if randomize else None)
+        self._prefetcher = (
+            Prefetcher(self._load_sample, params["prefetch"], layer) if params["prefetch"] else None
+        )
+        self._sample: tuple[int, list[np.ndarray]] | None = None
+        log.info("%s: %d images in split '%s' (%s order)", layer, len(self.indices), self.split,
+                 "random" if randomize else "file")
+
+    def reshape(self, bottom, top):
+        arrays = self._current_sample()
+        for blob, array in zip(top, arrays):
+            blob.reshape(1, *array.shape)
+
+    def forward(self, bottom, top):
+        for blob, array in zip(top, self._current_sample()):
+            blob.data[...] = array
+        self._sampler.advance()
+
+    def backward(self, top, propagate_down, bottom):
+        pass  # data layers have nothing to propagate
+
+    # -- resuming
+
+    def get_state(self) -> dict[str, Any]:
+        """The sampling state as plain values; see the module docstring."""
+        return {
+            "split": self.split,
+            "count": len(self.indices),
+            "idx": self._sampler.idx,
+            "rng": self._sampler.rng_state(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue the order from a `get_state()` result."""
+        layer = type(self).__name__
+        try:
+            split, count, idx, rng = state["split"], state["count"], state["idx"], state["rng"]
+        except (KeyError, TypeError):
+            raise CaffeError(f"{layer}: a sampling state needs keys split, count, idx, rng; got {state!r:.200}") from None
+        if split != self.split or count != len(self.indices):
+            raise CaffeError(
+                f"{layer}: the sampling state is for split '{split}' of {count} images, "
+                f"this layer reads split '{self.split}' of {len(self.indices)}"
+            )
+        if (rng is None) != (self._sampler.rng is None):
+            raise CaffeError(f"{layer}: the sampling state's order (random or not) differs from this layer's")
+        if not isinstance(idx, int) or not 0 <= idx < count:
+            raise CaffeError(f"{layer}: sampling state index {idx!r} is outside 0..{count - 1}")
+        if rng is not None:
+            try:
+                self._sampler.set_rng_state(rng)
+            except (TypeError, ValueError) as exc:
+                raise CaffeError(f"{layer}: the sampling state's generator state is malformed: {exc}") from None
+        self._sampler.idx = idx
+
+    # -- internals
+
+    def _load_sample(self, index: int) -> list[np.ndarray]:
+        image_id = self.indices[index]
+        return [self.load_top(name, image_id) for name in self.top_names()]
+
+    def _current_sample(self) -> list[np.ndarray]:
+        # Caffe calls reshape at setup and before every forward: load once per sample
+        idx = self._sampler.idx
+        if self._sample is None or self._sample[0] != idx:
+            if self._prefetcher is None:
+                self._sample = (idx, self._load_sample(idx))
+            else:
+                self._sample = (idx, self._prefetcher.take(idx))
+                self._prefetcher.schedule(self._sampler.upcoming(self._prefetcher.depth))
+        return self._sample[1]
