@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -27,7 +28,7 @@ import numpy as np
 from torchcaffe.errors import CaffeError
 from torchcaffe.upgrade import upgrade_net_param, v0_type_to_v1, v1_type_name
 from torchcaffe.wire import (LEN, VARINT, MappedFile, WireError, atomic_output,
-                             encode_blob, expect_wire_type, iter_fields, len_prefix,
+                             encode_blob_field, expect_wire_type, iter_fields, len_prefix,
                              parse_blob, parts_size, read_string)
 
 log = logging.getLogger(__name__)
@@ -64,49 +65,53 @@ def _file_error(path, message: str, layer: str | None = None) -> CaffeError:
     return CaffeError(f"caffemodel {where}: {message}")
 
 
-def _read_layer(mf: MappedFile, start: int, end: int, fmt: str, path) -> tuple[str, object, list]:
-    """Decode one layer message: (name, raw type, blob layouts)."""
+@dataclass
+class _RawLayer:
+    name: str = ""
+    type: str | int | None = None  # string, or a V1 enum value
+    v0_span: tuple[int, int] | None = None  # V1 wrapper's V0 payload
+    layouts: list = field(default_factory=list)
+
+
+def _read_layer(mf: MappedFile, start: int, end: int, fmt: str, path) -> _RawLayer:
+    """Decode one layer message: name, type, V0 payload and blob layouts."""
     name_no, type_no, blobs_no = _LAYER_FIELDS[fmt]
-    name, raw_type, blob_spans = "", None, []
-    buf = mf.buf
-    for number, wire_type, value, nxt in iter_fields(buf, start, end):
-        if number == name_no:
-            expect_wire_type(f"{fmt}.name", wire_type, LEN)
-            name = read_string(buf, value, nxt, f"{fmt}.name")
-        elif number == type_no:
-            if fmt == "V1 layers":
-                expect_wire_type("layers.type", wire_type, VARINT)
-                raw_type = value
-            else:
-                expect_wire_type(f"{fmt}.type", wire_type, LEN)
-                raw_type = read_string(buf, value, nxt, f"{fmt}.type")
-        elif number == blobs_no:
-            expect_wire_type(f"{fmt}.blobs", wire_type, LEN)
-            blob_spans.append((value, nxt))
-        elif fmt == "V1 layers" and number == _V1_V0_PAYLOAD:
-            expect_wire_type("layers.layer", wire_type, LEN)
-            raw_type = ("V0", value, nxt)
-    layouts = []
+    layer, blob_spans, buf = _RawLayer(), [], mf.buf
+    try:
+        for number, wire_type, value, nxt in iter_fields(buf, start, end):
+            if number == name_no:
+                expect_wire_type(f"{fmt}.name", wire_type, LEN)
+                layer.name = read_string(buf, value, nxt, f"{fmt}.name")
+            elif number == type_no:
+                if fmt == "V1 layers":
+                    expect_wire_type("layers.type", wire_type, VARINT)
+                    layer.type = value
+                else:
+                    expect_wire_type(f"{fmt}.type", wire_type, LEN)
+                    layer.type = read_string(buf, value, nxt, f"{fmt}.type")
+            elif number == blobs_no:
+                expect_wire_type(f"{fmt}.blobs", wire_type, LEN)
+                blob_spans.append((value, nxt))
+            elif fmt == "V1 layers" and number == _V1_V0_PAYLOAD:
+                expect_wire_type("layers.layer", wire_type, LEN)
+                layer.v0_span = (value, nxt)
+    except WireError as exc:
+        raise _file_error(path, f"not a valid {fmt} message: {exc}", layer.name or None) from None
     for i, (b_start, b_end) in enumerate(blob_spans):
         try:
-            layouts.append(parse_blob(buf, b_start, b_end))
+            layer.layouts.append(parse_blob(buf, b_start, b_end))
         except WireError as exc:
-            raise _file_error(path, f"blob {i}: {exc}", name) from None
-    return name, raw_type, layouts
+            raise _file_error(path, f"blob {i}: {exc}", layer.name) from None
+    return layer
 
 
 def _materialize(mf: MappedFile, name: str, layouts, path) -> tuple[list, tuple]:
     blobs = []
     for i, layout in enumerate(layouts):
-        count = int(np.prod(layout.shape, dtype=np.int64))
-        stored = sum(s.count for s in (layout.doubles or layout.floats))
-        if stored != count:
-            raise _file_error(path, f"blob {i} holds {stored} values but its shape "
-                              f"{list(layout.shape)} needs {count}", name)
         try:
-            blobs.append(mf.blob_values(layout).reshape(layout.shape))
+            blobs.append(mf.blob_array(layout))
         except WireError as exc:
-            raise _file_error(path, f"blob {i}: {exc}", name) from None
+            raise _file_error(path, f"blob {i} {exc}", name) from None
     return blobs, tuple(layout.legacy_shape for layout in layouts)
 
 
@@ -133,7 +138,7 @@ def read_caffemodel(path: str | os.PathLike) -> list[LayerBlobs]:
                 elif number == _NET_LAYERS:
                     v1_layers.append(_read_layer(mf, value, nxt, "V1 layers", path))
         except WireError as exc:
-            raise _file_error(path, f"{exc} (is it a caffemodel?)") from None
+            raise _file_error(path, f"not a valid NetParameter: {exc} (truncated, or not a caffemodel?)") from None
         if not new_layers and not v1_layers:
             raise _file_error(path, "no layers found (is it a caffemodel?)")
         if v1_layers:
@@ -144,38 +149,38 @@ def read_caffemodel(path: str | os.PathLike) -> list[LayerBlobs]:
         else:
             decoded = new_layers
         result = []
-        for name, layer_type, layouts in decoded:
-            blobs, legacy = _materialize(mf, name, layouts, path)
-            result.append(LayerBlobs(name, layer_type or "", blobs, legacy))
+        for raw in decoded:
+            blobs, legacy = _materialize(mf, raw.name, raw.layouts, path)
+            result.append(LayerBlobs(raw.name, raw.type or "", blobs, legacy))
         return result
 
 
-def _upgrade_legacy_layers(mf: MappedFile, v1_layers, path) -> list:
-    """Names/types/blobs of V1 or V0 layers as Caffe's UpgradeNetAsNeeded leaves them."""
-    is_v0 = any(isinstance(t, tuple) for _, t, _ in v1_layers)
+def _upgrade_legacy_layers(mf: MappedFile, v1_layers: list[_RawLayer], path) -> list[_RawLayer]:
+    """V1 or V0 layers with names, types and blobs as Caffe's UpgradeNetAsNeeded leaves them."""
+    if not any(raw.v0_span for raw in v1_layers):
+        for raw in v1_layers:
+            raw.type = _v1_type(raw.type, raw.name, path)
+        return v1_layers
     out = []
-    for name, raw_type, layouts in v1_layers:
-        if not is_v0:
-            out.append((name, _v1_type(raw_type, name, path), layouts))
-            continue
-        if not isinstance(raw_type, tuple):
+    for raw in v1_layers:
+        if raw.v0_span is None:
             # a V1 wrapper without V0 payload in a V0 net: Caffe keeps only its
             # bottoms/tops, so it has no name, type or blobs
-            out.append(("", "", []))
+            out.append(_RawLayer(type=""))
             continue
-        _, start, end = raw_type
-        v0_name, v0_type, v0_layouts = _read_layer(mf, start, end, "V0 layer", path)
-        if v0_type == "padding":  # folded into the next conv/pool by the upgrade
+        v0 = _read_layer(mf, *raw.v0_span, "V0 layer", path)
+        if v0.type == "padding":  # folded into the next conv/pool by the upgrade
             continue
-        try:
-            new_type = v1_type_name(v0_type_to_v1(v0_type)) if v0_type is not None else ""
-        except CaffeError as exc:
-            raise _file_error(path, str(exc), v0_name) from None
-        out.append((v0_name, new_type, v0_layouts))
+        if v0.type is not None:
+            try:
+                v0.type = v1_type_name(v0_type_to_v1(v0.type))
+            except CaffeError as exc:
+                raise _file_error(path, str(exc), v0.name) from None
+        out.append(v0)
     return out
 
 
-def _v1_type(raw_type, name: str, path) -> str:
+def _v1_type(raw_type: int | None, name: str, path) -> str:
     if raw_type is None:
         return ""
     try:
@@ -240,8 +245,7 @@ def write_caffemodel(path: str | os.PathLike, net_param,
             body = layer.SerializeToString()
             blob_parts = []
             for array in blobs_by_layer.get(layer.name, ()):
-                parts = encode_blob(array)
-                blob_parts += [len_prefix(_LAYER_FIELDS["layer"][2], parts_size(parts)), *parts]
+                blob_parts += encode_blob_field(_LAYER_FIELDS["layer"][2], array)
             out.write(len_prefix(_NET_LAYER, len(body) + parts_size(blob_parts)))
             out.write(body)
             for part in blob_parts:

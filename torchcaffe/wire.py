@@ -76,7 +76,7 @@ def read_field_value(buf, pos: int, end: int, number: int, wire_type: int) -> tu
     are not a Caffe message.
     """
     if number == 0:
-        raise WireError("field number 0 (not a protobuf message)")
+        raise WireError("field number 0")
     if wire_type == VARINT:
         return read_varint(buf, pos, end)
     if wire_type == LEN:
@@ -87,8 +87,7 @@ def read_field_value(buf, pos: int, end: int, number: int, wire_type: int) -> tu
     elif wire_type == I64:
         value, pos = pos, pos + 8
     else:
-        raise WireError(f"field {number} has {wire_type_name(wire_type)} wire type "
-                        "(not a Caffe protobuf message)")
+        raise WireError(f"field {number} has {wire_type_name(wire_type)} wire type")
     if pos > end:
         raise WireError(f"field {number} runs past the end of its message (truncated)")
     return value, pos
@@ -252,7 +251,7 @@ class MappedFile:
                 self._file.seek(offset + done)
                 got = self._file.readinto(view[done:])
             if not got:
-                raise WireError("file ended while reading blob values (truncated)")
+                raise WireError("is cut short: the file ends inside its values (truncated)")
             done += got
 
     def _segment_values(self, seg: Segment, dtype: np.dtype, out: np.ndarray) -> None:
@@ -265,20 +264,26 @@ class MappedFile:
         out.view(np.uint8).reshape(seg.count, dtype.itemsize)[:] = rows
         del raw, rows  # release the export of the map before it can be closed
 
-    def blob_values(self, layout: BlobLayout) -> np.ndarray:
-        """The blob's values as a new float32 array (flat).
+    def blob_array(self, layout: BlobLayout) -> np.ndarray:
+        """The blob's values as a new float32 array of the blob's shape.
 
         As Caffe's Blob::FromProto: `double_data` wins when present and is
-        cast to float; otherwise `data`.
+        cast to float; otherwise `data`. The value count must equal the
+        shape's.
         """
         segments, dtype = (layout.doubles, _F64) if layout.doubles else (layout.floats, _F32)
         total = sum(s.count for s in segments)
+        count = int(np.prod(layout.shape, dtype=np.int64))
+        if total != count:
+            raise WireError(f"holds {total} values but its shape {list(layout.shape)} "
+                            f"needs {count}")
         out = np.empty(total, dtype)
         pos = 0
         for seg in segments:
             self._segment_values(seg, dtype, out[pos:pos + seg.count])
             pos += seg.count
-        return out.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # doubles beyond float range become inf, as in C++
+            return out.astype(np.float32, copy=False).reshape(layout.shape)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -321,6 +326,12 @@ def encode_blob(array: np.ndarray) -> list:
 
 def parts_size(parts: list) -> int:
     return sum(len(p) for p in parts)
+
+
+def encode_blob_field(number: int, array: np.ndarray) -> list:
+    """A BlobProto of `array` as message field `number`: tag, length, blob parts."""
+    parts = encode_blob(array)
+    return [len_prefix(number, parts_size(parts)), *parts]
 
 
 @contextlib.contextmanager
