@@ -1,0 +1,6 @@
+"""The built-in layer families; importing each registers its Caffe types in
+`torchcaffe.layers.base.LAYER_TYPES`."""
+from . import common
+from . import loss
+from . import neuron
+from . import vision
