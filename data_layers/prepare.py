@@ -215,6 +215,9 @@ def fetch(dataset: Dataset, data_root: Path) -> list[Path]:
 
 def _check(args) -> int:
     names = args.datasets or list(DATASETS)
+    unknown = sorted(set(names) - set(DATASETS))
+    if unknown:
+        raise CaffeError(f"unknown dataset(s) {unknown}; choose from {sorted(DATASETS)}")
     bad = 0
     for name in names:
         problems = check_layout(DATASETS[name], Path(args.data))
@@ -252,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_help = "data root holding sbdd/, pascal/, nyud/, sift-flow/, pascal-context/ (default: data)"
 
     check = sub.add_parser("check", help="report what is missing where")
-    check.add_argument("datasets", nargs="*", choices=names, metavar="DATASET", help=f"any of {names} (default all)")
+    # argparse rejects an empty list under `choices` with nargs="*": _check validates
+    check.add_argument("datasets", nargs="*", metavar="DATASET", help=f"any of {names} (default all)")
     check.add_argument("--data", default="data", help=data_help)
     check.set_defaults(run=_check)
 

@@ -135,7 +135,10 @@ def test_cli_check_and_help(tmp_path, capsys):
     write_sbd(tmp_path / "sbdd" / "dataset")
     assert prepare.main(["check", "sbdd", "--data", str(tmp_path)]) == 0
     assert prepare.main(["check", "voc", "--data", str(tmp_path)]) == 1
+    assert prepare.main(["check", "--data", str(tmp_path)]) == 1  # all datasets
+    assert prepare.main(["check", "imagenet", "--data", str(tmp_path)]) == 1
     out = capsys.readouterr().out
+    assert "unknown dataset(s) ['imagenet']" in out and "siftflow: " in out
     assert "sbdd: ok" in out and "voc: 1 problem(s)" in out and "seg11valid.txt" in out
     with pytest.raises(SystemExit) as exit_info:
         prepare.main(["--help"])
