@@ -21,9 +21,9 @@ def _spatial_values(layer: CaffeLayer, name: str, repeated, h_w: tuple | None,
     all axes, or one each) or from its 2-d `_h` / `_w` pair."""
     if h_w is not None:
         if len(repeated):
-            raise layer.error(f"set either {name} or {name}_h/{name}_w, not both")
+            raise layer.error(f"set either {name} or its _h/_w form, not both")
         if n != 2:
-            raise layer.error(f"{name}_h/{name}_w apply only to 2-d spatial inputs, this one has {n}")
+            raise layer.error(f"the _h/_w form of {name} applies only to 2-d inputs, this one has {n}")
         return tuple(int(v) for v in h_w)
     values = [int(v) for v in repeated]
     if len(values) == 0:
