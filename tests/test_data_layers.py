@@ -454,7 +454,24 @@ def test_synthetic_set_feeds_sbdd_train_and_voc_seg11valid(tmp_path):
             assert set(np.unique(label).tolist()) <= {0, 255, *CLASS_LABELS}
 
 
-# -- through the runtime's Net, when it is there --------------------------------------
+# -- through the runtime's Blob and Net ----------------------------------------------
+
+
+def test_layer_fills_torchcaffe_blobs(tmp_path):
+    blob_module = pytest.importorskip("torchcaffe.blob")
+    voc = write_voc(tmp_path)
+    layer = VOCSegDataLayer()
+    layer.param_str = repr(voc_params(voc, "seg11valid"))
+    tops = [blob_module.Blob(), blob_module.Blob()]
+    layer.setup([], tops)
+    for k in (1, 2):
+        layer.reshape([], tops)
+        layer.forward([], tops)
+        assert tops[0].shape == (1, 3, H, W) and tops[1].shape == (1, 1, H, W)
+        assert label_id(tops[1].data) == k
+    rgb = np.array(Image.open(voc / "JPEGImages" / f"{VOC_IDS[1]}.jpg")).astype(np.float64)
+    np.testing.assert_array_equal(tops[0].data[0, 1], (rgb[:, :, 1] - VOC_MEAN[1]).astype(np.float32))
+
 
 
 def test_voc_layer_inside_a_torchcaffe_net(tmp_path):
