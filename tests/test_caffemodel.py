@@ -389,3 +389,12 @@ def test_value_count_must_match_shape(tmp_path):
     path.write_bytes(net.SerializeToString())
     with pytest.raises(CaffeError, match=r"n.caffemodel, layer 'conv'.*5 values.*\[2, 3\]"):
         read_caffemodel(path)
+
+
+def test_v1_layers_win_over_current_layers_as_in_caffe(tmp_path):
+    net = caffe_pb2.NetParameter()
+    net.layer.add(name="new_style", type="ReLU")
+    net.layers.add(name="old_style", type=caffe_pb2.V1LayerParameter.TANH)
+    path = tmp_path / "mixed.caffemodel"
+    path.write_bytes(net.SerializeToString())
+    assert [(l.name, l.type) for l in read_caffemodel(path)] == [("old_style", "TanH")]

@@ -13,6 +13,10 @@ lets such a blob fill any target of at most 4 axes whose shape, padded on the
 left with 1s to 4 axes, is equal (an InnerProduct weight `[6, 80]` accepts
 `1 1 6 80`); `blob_for_target` applies that rule for `Net.copy_from`.
 
+Values: `double_data`, when present, is used instead of `data` and cast to
+float32 (Caffe's float nets do the same); stored gradients (`diff`) are
+skipped, since Caffe clears them before every step.
+
 Writing emits the current format (`layer`, field 100), every blob with
 `shape` set and `data` packed, which BVLC Caffe reads directly.
 """
