@@ -1,0 +1,42 @@
+"""`python -m netspec --out models voc-fcn8s` (or `all`): write prototxts."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from tqdm import tqdm
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .models import NETS
+    from .writer import write_net
+
+    parser = argparse.ArgumentParser(
+        prog="fcn-nets",
+        description="Write the reference FCN prototxts (train / test / deploy / "
+                    "solver) and the base nets' deploy prototxts.")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help="models or base nets to write, or 'all'")
+    parser.add_argument("--out", default="models", help="output folder (default: models)")
+    parser.add_argument("--list", action="store_true", help="list the net names and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    if args.list:
+        print("\n".join(NETS))
+        return 0
+    if not args.names:
+        parser.error("name a net (see --list) or 'all'")
+    names = list(NETS) if "all" in args.names else args.names
+    unknown = [name for name in names if name not in NETS]
+    if unknown:
+        parser.error(f"unknown net(s) {', '.join(unknown)}; choose from: all, "
+                     + ", ".join(NETS))
+    for name in tqdm(names, desc="nets", unit="net", disable=len(names) < 2):
+        write_net(NETS[name], args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The datasets' Python data layers, as the reference nets declare them.
+
+Each `Dataset` names the data-layer module and classes (resolved by the
+data_layers package at run time), the train and test splits, the tops the
+layer produces, the prototxt file names the release uses and the
+`param_str` settings (directories are relative to the model folder, as in
+the release). `data_layer` adds it to a NetSpec; for deploy nets
+`input_layer` declares the same image tops as a 1 x C x 500 x 500 Input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from caffe_backend import caffe
+
+L = caffe.layers
+
+# BGR mean of the ILSVRC training images, subtracted by the data layers
+MEAN = (104.00699, 116.66877, 122.67892)
+SEED = 1337
+DEPLOY_SIZE = 500
+
+
+@dataclass(frozen=True)
+class Source:
+    """One data-layer class and its settings; `split` is filled in per net.
+    The settings keep the key order the release's param_str has."""
+
+    layer: str
+    settings: tuple[tuple[str, object], ...]
+
+    def param_str(self, split: str) -> str:
+        values = {key: (split if key == "split" else value) for key, value in self.settings}
+        return repr(values)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    module: str
+    train: Source
+    test: Source
+    train_split: str
+    test_split: str
+    tops: tuple[str, ...]                 # the data layer's tops, labels last
+    image_channels: tuple[tuple[str, int], ...]  # image tops and their channels
+    train_file: str
+    test_file: str
+    test_iter: int                        # images in the test split
+
+
+def data_layer(n, dataset: Dataset, split: str):
+    """Add the dataset's Python data layer for `split` to NetSpec `n`."""
+    source = dataset.train if split == dataset.train_split else dataset.test
+    tops = L.Python(module=dataset.module, layer=source.layer, ntop=len(dataset.tops),
+                    param_str=source.param_str(split))
+    for name, top in zip(dataset.tops, tops if len(dataset.tops) > 1 else (tops,)):
+        n[name] = top
+
+
+def input_layer(n, dataset: Dataset):
+    """The deploy nets' Input layer ("input"), one top per image top."""
+    shapes = [dict(dim=[1, channels, DEPLOY_SIZE, DEPLOY_SIZE])
+              for _, channels in dataset.image_channels]
+    tops = L.Input(name="input", ntop=len(shapes), shape=shapes)
+    names = [name for name, _ in dataset.image_channels]
+    for name, top in zip(names, tops if len(names) > 1 else (tops,)):
+        n[name] = top
+
+
+def voc(data_root: str = "../data") -> Dataset:
+    """PASCAL VOC: SBDD train for learning, VOC2011 seg11valid for testing.
+    `data_root` is relative to the model folder (the release's voc-fcn16s
+    points two folders up, its other VOC nets one)."""
+    return Dataset(
+        name="voc",
+        module="voc_layers",
+        train=Source("SBDDSegDataLayer", (
+            ("sbdd_dir", f"{data_root}/sbdd/dataset"), ("seed", SEED), ("split", None),
+            ("mean", MEAN))),
+        test=Source("VOCSegDataLayer", (
+            ("voc_dir", f"{data_root}/pascal/VOC2011"), ("seed", SEED), ("split", None),
+            ("mean", MEAN))),
+        train_split="train",
+        test_split="seg11valid",
+        tops=("data", "label"),
+        image_channels=(("data", 3),),
+        train_file="train.prototxt",
+        test_file="val.prototxt",
+        test_iter=736,
+    )
+
+
+SIFT_FLOW = Dataset(
+    name="siftflow",
+    module="siftflow_layers",
+    train=Source("SIFTFlowSegDataLayer", (
+        ("siftflow_dir", "../data/sift-flow"), ("seed", SEED), ("split", None))),
+    test=Source("SIFTFlowSegDataLayer", (
+        ("siftflow_dir", "../data/sift-flow"), ("seed", SEED), ("split", None))),
+    train_split="trainval",
+    test_split="test",
+    tops=("data", "sem", "geo"),
+    image_channels=(("data", 3),),
+    train_file="trainval.prototxt",
+    test_file="test.prototxt",
+    test_iter=200,
+)
+
+# The release's PASCAL-Context nets point two folders up, unlike the others.
+_PASCAL_CONTEXT_SOURCE = Source("PASCALContextSegDataLayer", (
+    ("voc_dir", "../../data/pascal"), ("context_dir", "../../data/pascal-context"),
+    ("seed", SEED), ("split", None)))
+
+PASCAL_CONTEXT = Dataset(
+    name="pascalcontext",
+    module="pascalcontext_layers",
+    train=_PASCAL_CONTEXT_SOURCE,
+    test=_PASCAL_CONTEXT_SOURCE,
+    train_split="train",
+    test_split="val",
+    tops=("data", "label"),
+    image_channels=(("data", 3),),
+    train_file="train.prototxt",
+    test_file="val.prototxt",
+    test_iter=5105,
+)
+
+NYUD_CHANNELS = {"color": 3, "hha": 3, "depth": 1}
+
+
+def nyud(*modalities: str, image_tops: tuple[str, ...] | None = None) -> Dataset:
+    """NYUDv2 loading `modalities` (color, hha, depth) and the label. A
+    single-modality net calls its image top `data` (`image_tops` overrides)."""
+    unknown = set(modalities) - set(NYUD_CHANNELS)
+    if unknown:
+        raise ValueError(f"NYUD modalities {sorted(unknown)}: choose from {sorted(NYUD_CHANNELS)}")
+    names = image_tops or (("data",) if len(modalities) == 1 else modalities)
+    source = Source("NYUDSegDataLayer", (
+        ("tops", [*modalities, "label"]), ("seed", SEED), ("nyud_dir", "../data/nyud"),
+        ("split", None)))
+    return Dataset(
+        name="nyud-" + "-".join(modalities),
+        module="nyud_layers",
+        train=source,
+        test=source,
+        train_split="trainval",
+        test_split="test",
+        tops=(*names, "label"),
+        image_channels=tuple(zip(names, (NYUD_CHANNELS[m] for m in modalities))),
+        train_file="trainval.prototxt",
+        test_file="test.prototxt",
+        test_iter=654,
+    )
