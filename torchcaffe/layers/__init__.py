@@ -4,3 +4,4 @@ from . import common
 from . import loss
 from . import neuron
 from . import vision
+from . import python

@@ -1,0 +1,235 @@
+"""pycaffe's Blob: `data` and `diff` as numpy arrays over torch tensors.
+
+On the CPU `.data` / `.diff` are numpy views of the tensors the net computes
+with: a write is seen by the next forward, a read sees current values, no copy
+is made. On the GPU each array is a host mirror of a device tensor, synced the
+way Caffe's SyncedMemory syncs: touching `.data` after the device wrote copies
+device -> host once and marks the host as the newest copy (pycaffe's `.data`
+is mutable access), so the next use on the device copies host -> device once.
+Solvers use `data_tensor` / `diff_tensor`, which hand out the device tensors
+without a round trip through numpy.
+
+A net replaces a blob's tensor at each forward rather than writing into a
+fixed buffer; a numpy array taken before a forward therefore keeps the old
+values (as a copy would). Input blobs keep their tensor across forwards, so
+`net.blobs['data'].data[...] = x` reaches the next forward.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from .errors import CaffeError
+
+log = logging.getLogger(__name__)
+
+# which copy of a SyncedTensor is newest
+_DEVICE, _HOST, _SYNCED = 0, 1, 2
+
+
+class SyncedTensor:
+    """A float32 tensor and, off the CPU, a lazily synced host mirror."""
+
+    __slots__ = ("tensor", "_host", "_head")
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+        self._host: np.ndarray | None = None
+        self._head = _DEVICE
+
+    def host(self) -> np.ndarray:
+        """The values as numpy, for reading and writing (marks the host newest)."""
+        t = self.tensor
+        if t.device.type == "cpu":
+            return t.detach().numpy()
+        if self._head == _DEVICE:
+            if self._host is None or self._host.shape != tuple(t.shape):
+                self._host = torch.empty(tuple(t.shape), dtype=t.dtype, pin_memory=True).numpy()
+            torch.from_numpy(self._host).copy_(t.detach())
+        self._head = _HOST
+        return self._host
+
+    def device(self) -> torch.Tensor:
+        """The tensor with any host-side writes applied."""
+        if self._head == _HOST:
+            with torch.no_grad():
+                self.tensor.copy_(torch.from_numpy(self._host), non_blocking=False)
+            self._head = _SYNCED
+        return self.tensor
+
+    def device_for_write(self) -> torch.Tensor:
+        """The tensor, for code that will change it on the device."""
+        t = self.device()
+        self._head = _DEVICE
+        return t
+
+    def replace(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+        self._head = _DEVICE
+
+
+def _zeros(shape, device: torch.device) -> torch.Tensor:
+    return torch.zeros(shape, dtype=torch.float32, device=device)
+
+
+class Blob:
+    """An N-d float32 array with a data and a diff, as in Caffe and pycaffe."""
+
+    def __init__(self, shape=(), device: str | torch.device = "cpu"):
+        self._shape = tuple(int(d) for d in shape)
+        self._device = torch.device(device)
+        self._data: SyncedTensor | None = None
+        self._diff: SyncedTensor | None = None
+        # activation blobs: the net keeps the gradient of a blob only once
+        # someone asks for it (see Net); these flags drive that
+        self._want_diff = False
+        self._diff_missing = False
+
+    # ------------------------------------------------------------ pycaffe API
+    @property
+    def data(self) -> np.ndarray:
+        return self._data_synced().host()
+
+    @property
+    def diff(self) -> np.ndarray:
+        self._want_diff = True
+        if self._diff_missing:
+            self._diff_missing = False
+            log.warning("blob diff was not kept by the last backward (only diffs that were "
+                        "read before are kept, to save memory); it is kept from the next "
+                        "forward on, or build the net with keep_diffs=True")
+        return self._diff_synced().host()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._data.tensor.shape) if self._data is not None else self._shape
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def _legacy_dim(self, index: int) -> int:
+        shape = self.shape
+        if len(shape) > 4:
+            raise CaffeError(f"num/channels/height/width need a blob of at most 4 axes, "
+                             f"this one has shape {list(shape)}")
+        padded = shape + (1,) * (4 - len(shape))
+        return padded[index]
+
+    num = property(lambda self: self._legacy_dim(0))
+    channels = property(lambda self: self._legacy_dim(1))
+    height = property(lambda self: self._legacy_dim(2))
+    width = property(lambda self: self._legacy_dim(3))
+
+    def reshape(self, *shape) -> None:
+        """Change the shape; new memory is zero (values are not kept across shapes)."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        shape = tuple(int(d) for d in shape)
+        if any(d < 0 for d in shape):
+            raise CaffeError(f"Blob.reshape: negative dimension in {list(shape)}")
+        if shape == self.shape:
+            return
+        self._shape = shape
+        self._data = None
+        self._diff = None
+
+    @property
+    def data_tensor(self) -> torch.Tensor:
+        """The data as a device tensor (no numpy round trip); in-place changes to
+        it are seen by numpy readers and by the next forward."""
+        return self._data_synced().device_for_write().detach()
+
+    @property
+    def diff_tensor(self) -> torch.Tensor:
+        """The diff as a device tensor, for solvers."""
+        return self._diff_synced().device_for_write().detach()
+
+    def __repr__(self) -> str:
+        return f"Blob(shape={list(self.shape)}, device={self._device})"
+
+    # ------------------------------------------------------------ for the net
+    def _data_synced(self) -> SyncedTensor:
+        if self._data is None:
+            self._data = SyncedTensor(_zeros(self._shape, self._device))
+        return self._data
+
+    def _diff_synced(self) -> SyncedTensor:
+        if self._diff is None:
+            self._diff = SyncedTensor(_zeros(self.shape, self._device))
+        return self._diff
+
+    def _tensor(self) -> torch.Tensor:
+        """The data tensor for computing, with host writes applied."""
+        return self._data_synced().device()
+
+    def _set_tensor(self, tensor: torch.Tensor) -> None:
+        if self._data is None:
+            self._data = SyncedTensor(tensor)
+        else:
+            self._data.replace(tensor)
+
+    def _set_shape(self, shape) -> None:
+        """The net's reshape: drop memory of another shape, allocate lazily."""
+        shape = tuple(int(d) for d in shape)
+        if shape != self.shape:
+            self._shape = shape
+            self._data = None
+            self._diff = None
+
+    def _to(self, device: torch.device) -> None:
+        self._device = device
+        for synced in (self._data, self._diff):
+            if synced is not None:
+                synced.replace(synced.device().detach().to(device))
+
+
+class ParamBlob(Blob):
+    """A learnable blob: its data is a leaf tensor that layers compute with;
+    its diff is that leaf's gradient, which accumulates over backward passes
+    until cleared, as Caffe's param diffs do."""
+
+    def __init__(self, leaf: torch.Tensor, synced: SyncedTensor | None = None):
+        super().__init__(tuple(leaf.shape), leaf.device)
+        # nets that share params (share_with) share the SyncedTensor, so a
+        # host write through either blob reaches both
+        self._data = synced if synced is not None else SyncedTensor(leaf)
+        self.leaf = leaf
+
+    def reshape(self, *shape) -> None:
+        if tuple(int(d) for d in (shape[0] if len(shape) == 1 and isinstance(
+                shape[0], (tuple, list)) else shape)) != self.shape:
+            raise CaffeError("a learnable param blob cannot be reshaped; "
+                             "change the layer definition instead")
+
+    @property
+    def diff(self) -> np.ndarray:
+        return self._diff_synced().host()
+
+    def _diff_synced(self) -> SyncedTensor:
+        leaf = self.leaf
+        if not leaf.requires_grad:
+            return super()._diff_synced()
+        grad = leaf.grad
+        if grad is None:
+            grad = leaf.grad = torch.zeros_like(leaf)
+        if self._diff is None or self._diff.tensor is not grad:
+            self._diff = SyncedTensor(grad)
+        return self._diff
+
+    def _clear_diff(self) -> None:
+        """Zero the diff; a gradient-tracked one is dropped so autograd stores
+        the next gradient without adding to zeros."""
+        if self.leaf.requires_grad:
+            self.leaf.grad = None
+            self._diff = None
+        elif self._diff is not None:
+            self._diff.device_for_write().zero_()
+
+    def _set_leaf(self, leaf: torch.Tensor, synced: SyncedTensor | None = None) -> None:
+        self.leaf = leaf
+        self._data = synced if synced is not None else SyncedTensor(leaf)
+        self._diff = None
+        self._device = leaf.device
