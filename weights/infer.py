@@ -1,0 +1,160 @@
+"""Segment an image with a deploy net, the way the FCN release's infer.py does.
+
+The image is read as RGB, flipped to BGR, the per-channel mean subtracted,
+laid out C x H x W and set as the whole `data` blob (reshaped to the image's
+H x W, so no resizing or padding); the prediction is the argmax over the
+score blob's channels.  Outputs: the label map as a PNG in the PASCAL VOC
+palette and a blended overlay of the image and that map.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from torchcaffe.errors import CaffeError
+from weights.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+# BGR mean of the ILSVRC training images, as the release's infer.py subtracts it
+VOC_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map (n x 3 uint8): the bits of a label index are
+    dealt round-robin to R, G, B, most significant colour bit first."""
+    palette = np.zeros((n, 3), dtype=np.uint8)
+    for label in range(n):
+        code, colour = label, [0, 0, 0]
+        for bit in range(7, -1, -1):
+            for channel in range(3):
+                colour[channel] |= ((code >> channel) & 1) << bit
+            code >>= 3
+        palette[label] = colour
+    return palette
+
+
+def preprocess(image: np.ndarray, mean_bgr=VOC_MEAN_BGR) -> np.ndarray:
+    """H x W x 3 RGB (uint8) -> 3 x H x W float32 BGR minus the mean."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise CaffeError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
+    bgr = np.asarray(image, dtype=np.float32)[:, :, ::-1]
+    return (bgr - np.asarray(mean_bgr, dtype=np.float32)).transpose(2, 0, 1).copy()
+
+
+def segment(net, image: np.ndarray, *, mean_bgr=VOC_MEAN_BGR, input_blob: str = "data",
+            score_blob: str = "score") -> np.ndarray:
+    """Labels (H x W, int64) for an RGB image by the argmax of `score_blob`."""
+    for blob, role in ((input_blob, "input"), (score_blob, "score")):
+        if blob not in net.blobs:
+            raise CaffeError(f"the net has no blob '{blob}' to use as {role} "
+                             f"(blobs: {', '.join(net.blobs)})")
+    data = preprocess(image, mean_bgr)
+    net.blobs[input_blob].reshape(1, *data.shape)
+    net.blobs[input_blob].data[...] = data
+    net.forward()
+    score = net.blobs[score_blob].data[0]
+    if score.shape[1:] != data.shape[1:]:
+        raise CaffeError(f"score blob '{score_blob}' is {score.shape[1]}x{score.shape[2]} but "
+                         f"the image is {data.shape[1]}x{data.shape[2]}; is this a deploy net "
+                         "with a final crop to the input?")
+    return score.argmax(axis=0)
+
+
+def label_image(labels: np.ndarray) -> Image.Image:
+    """A palette ("P") PNG image whose pixel values are the labels."""
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise CaffeError(f"labels must lie in 0..255 for a palette PNG, got "
+                         f"{labels.min()}..{labels.max()}")
+    out = Image.fromarray(labels.astype(np.uint8))  # mode "L"; putpalette makes it "P"
+    out.putpalette(voc_palette().ravel().tolist())
+    return out
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """The image blended with the coloured labels (alpha = weight of the labels)."""
+    colours = voc_palette()[labels.astype(np.uint8)]
+    mixed = (1 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)
+    return Image.fromarray(np.clip(np.rint(mixed), 0, 255).astype(np.uint8))
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise CaffeError(f"cannot read image {os.fspath(path)}: {exc}") from None
+
+
+def infer_files(net, images, out_dir, **options) -> list[tuple[Path, Path]]:
+    """Segment each image file; write `<stem>.png` (labels) and `<stem>_overlay.png`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in images:
+        rgb = load_rgb(path)
+        labels = segment(net, rgb, **options)
+        stem = Path(path).stem
+        label_path, overlay_path = out / f"{stem}.png", out / f"{stem}_overlay.png"
+        save_png(label_image(labels), label_path)
+        save_png(overlay(rgb, labels), overlay_path)
+        present = ", ".join(str(c) for c in np.unique(labels))
+        log.info("%s: labels present %s -> %s", path, present, label_path)
+        written.append((label_path, overlay_path))
+    return written
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
+    parser.add_argument("--deploy", required=True, help="deploy.prototxt of the model")
+    parser.add_argument("--weights", required=True, help="the .caffemodel to run")
+    parser.add_argument("--out", default="out", help="output folder (default: %(default)s)")
+    parser.add_argument("--mean", type=float, nargs=3, default=VOC_MEAN_BGR,
+                        metavar=("B", "G", "R"), help="BGR mean to subtract "
+                        "(default: the ILSVRC mean the FCN models use)")
+    parser.add_argument("--input-blob", default="data", help="input blob (default: data)")
+    parser.add_argument("--score-blob", default="score",
+                        help="score blob to take the argmax of (default: score; "
+                        "SIFT Flow nets: score_sem or score_geo)")
+    parser.add_argument("--gpu", type=int, default=None, metavar="ID",
+                        help="run on this GPU (default: CPU)")
+
+
+def run(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    from caffe_backend import caffe
+
+    if args.gpu is not None:
+        caffe.set_device(args.gpu)
+        caffe.set_mode_gpu()
+    else:
+        caffe.set_mode_cpu()
+    net = caffe.Net(args.deploy, args.weights, caffe.TEST)
+    written = infer_files(net, args.images, args.out, mean_bgr=tuple(args.mean),
+                          input_blob=args.input_blob, score_blob=args.score_blob)
+    for label_path, overlay_path in written:
+        print(f"{label_path}\n{overlay_path}")
+    return written
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="infer.py", description="Segment images with an FCN deploy net: writes the "
+        "label map (VOC palette PNG) and an overlay per image.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        run(args)
+    except CaffeError as exc:
+        parser.exit(1, f"error: {exc}\n")
+    return 0
