@@ -282,7 +282,8 @@ class SliceLayer(CaffeLayer):
         if len(self.sizes) == 1:
             return [bottoms[0]]
         # Caffe's tops are copies, not views of the bottom
-        return [t.contiguous() for t in torch.split(bottoms[0], self.sizes, dim=self.axis)]
+        return [t.clone(memory_format=torch.preserve_format)
+                for t in torch.split(bottoms[0], self.sizes, dim=self.axis)]
 
 
 @register("Split")

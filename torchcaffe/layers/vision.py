@@ -154,7 +154,8 @@ class DeconvolutionLayer(_ConvolutionBase):
 
     def setup(self, bottom_shapes, generator):
         super().setup(bottom_shapes, generator)
-        self._diagonal_cache: tuple | None = None  # (weight, version, depthwise weight or None)
+        # (weight, its version, its depthwise weight or None)
+        self._diagonal_cache: tuple | None = None
 
     def weight_shape(self):
         return (self.channels, self.num_output // self.group) + self.kernel
@@ -178,14 +179,15 @@ class DeconvolutionLayer(_ConvolutionBase):
         if (self.group != 1 or self.channels != self.num_output or self.channels == 1
                 or (weight.requires_grad and torch.is_grad_enabled())):
             return None
-        # On the GPU the answer is cached per weight tensor and version (writes
-        # from the host arrive by copy_, which bumps the version) to avoid a
-        # device sync per call; on the CPU the weight may be written through a
-        # numpy view that bumps nothing, so it is checked each time (cheap
-        # next to the transposed convolution).
+        # On the GPU the answer is cached per weight storage and version: host
+        # writes arrive by copy_, which bumps the version (shared by detached
+        # aliases), and the cache holds the tensor so its storage cannot be
+        # reused by another. This avoids a device sync per call. On the CPU the
+        # weight may be written through a numpy view that bumps nothing, so it
+        # is checked each time (cheap next to the transposed convolution).
         cache = self._diagonal_cache
-        if (weight.is_cuda and not weight.requires_grad and cache is not None
-                and cache[0] is weight and cache[1] == weight._version):
+        if (weight.is_cuda and cache is not None and cache[0].data_ptr() == weight.data_ptr()
+                and cache[0].shape == weight.shape and cache[1] == weight._version):
             return cache[2]
         index = torch.arange(self.channels, device=weight.device)
         diagonal = weight[index, index]
@@ -402,5 +404,6 @@ class CropLayer(CaffeLayer):
         return [tuple(top)]
 
     def forward(self, bottoms):
-        # Caffe copies the window; no gradient reaches the reference bottom
-        return [bottoms[0][self.slices].contiguous()]
+        # Caffe copies the window (a copy in the bottom's memory format); no
+        # gradient reaches the reference bottom
+        return [bottoms[0][self.slices].clone(memory_format=torch.preserve_format)]
