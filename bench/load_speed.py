@@ -126,14 +126,14 @@ def run(device: str) -> list[dict]:
         path = Path(tmp) / "vgg16.caffemodel"
         net, blobs = vgg16_net(), vgg16_blobs()
         floats = sum(a.size for arrays in blobs.values() for a in arrays)
-        t_write = _best_time(lambda: write_caffemodel(path, net, blobs), 1)
+        t_write = _best_time(lambda: write_caffemodel(path, net, blobs), 2)
         del blobs
         size_mb = path.stat().st_size / 2**20
         label = f"VGG16 caffemodel ({floats / 1e6:.0f}M floats, {size_mb:.0f} MiB)"
         log.info("load_speed: wrote %s in %.2f s", label, t_write)
 
         data = _read_bytes(path)  # warm the page cache; every timing below is warm
-        t_raw_write = _best_time(lambda: _write_raw(Path(tmp) / "raw.bin", data), 1)
+        t_raw_write = _best_time(lambda: _write_raw(Path(tmp) / "raw.bin", data), 2)
         del data
         t_raw = _best_time(lambda: _read_bytes(path))
         t_floor = _best_time(lambda: _read_into_array(path))

@@ -68,7 +68,8 @@ def test_legacy_history_blobs_keep_their_4d_shape(tmp_path):
     path.write_bytes(state.SerializeToString())
     restored = read_solverstate(path)
     assert restored.iter == 7 and restored.current_step == 0
-    np.testing.assert_array_equal(restored.history[0], np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3))
+    np.testing.assert_array_equal(restored.history[0],
+                                  np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3))
 
 
 def test_bad_files_name_the_file(tmp_path):

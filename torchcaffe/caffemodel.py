@@ -123,8 +123,8 @@ def read_caffemodel(path: str | os.PathLike) -> list[LayerBlobs]:
     """Every layer of a caffemodel, in file order, with its blobs as float32 arrays.
 
     Raises CaffeError naming the file (and layer) for truncated or corrupt
-    files, files that are not a NetParameter, and blobs whose value count
-    disagrees with their shape.
+    files, files that are not a NetParameter (or hold no layer at all), and
+    blobs whose value count disagrees with their shape.
     """
     try:
         mf = MappedFile(path)
@@ -142,7 +142,8 @@ def read_caffemodel(path: str | os.PathLike) -> list[LayerBlobs]:
                 elif number == _NET_LAYERS:
                     v1_layers.append(_read_layer(mf, value, nxt, "V1 layers", path))
         except WireError as exc:
-            raise _file_error(path, f"not a valid NetParameter: {exc} (truncated, or not a caffemodel?)") from None
+            raise _file_error(path, f"not a valid NetParameter: {exc} "
+                              "(truncated, or not a caffemodel?)") from None
         if not new_layers and not v1_layers:
             raise _file_error(path, "no layers found (is it a caffemodel?)")
         if v1_layers:

@@ -59,7 +59,8 @@ def read_solverstate(path: str | os.PathLike) -> SolverState:
                     expect_wire_type("SolverState.current_step", wire_type, VARINT)
                     current_step = as_signed64(value)
         except WireError as exc:
-            raise _error(path, f"not a valid SolverState: {exc} (truncated, or not a solverstate?)") from None
+            raise _error(path, f"not a valid SolverState: {exc} "
+                         "(truncated, or not a solverstate?)") from None
         if iteration is None:
             raise _error(path, "no 'iter' field (is it a solverstate?)")
         history = []
