@@ -43,19 +43,20 @@ class _SoftmaxLoss(torch.autograd.Function):
         # scores (outer, C, inner); labels (outer, 1, inner) int64 in range;
         # valid (outer, 1, inner) bool; normalizer: 0-d float tensor
         prob = torch.softmax(scores, dim=1)
-        picked = prob.gather(1, labels).clamp_min(FLT_MIN)
-        loss = -(torch.log(picked) * valid).sum() / normalizer
-        ctx.save_for_backward(prob, labels, valid, normalizer)
+        picked = prob.gather(1, labels)
+        loss = -(torch.log(picked.clamp_min(FLT_MIN)) * valid).sum() / normalizer
+        ctx.save_for_backward(prob, picked, labels, valid, normalizer)
         ctx.mark_non_differentiable(prob)
         return loss, prob
 
     @staticmethod
     def backward(ctx, grad_loss, grad_prob):
-        prob, labels, valid, normalizer = ctx.saved_tensors
-        grad = prob.clone()
-        grad.scatter_add_(1, labels, -torch.ones_like(labels, dtype=grad.dtype))
-        grad *= valid
-        grad *= grad_loss / normalizer
+        prob, picked, labels, valid, normalizer = ctx.saved_tensors
+        # Caffe's arithmetic: p * w off the label, (p - 1) * w at it, with
+        # w = top diff / normalizer at counted positions and 0 at ignored ones
+        weight = valid * (grad_loss / normalizer)
+        grad = prob * weight
+        grad.scatter_(1, labels, (picked - 1) * weight)
         return grad, None, None, None
 
 
@@ -76,6 +77,7 @@ class SoftmaxWithLossLayer(CaffeLayer):
             self.normalization = _VALID if loss.normalize else _BATCH_SIZE
         else:
             self.normalization = loss.normalization
+        self.want_prob = len(self.param.top) > 1
 
     def reshape(self, bottom_shapes):
         shape, label_shape = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
@@ -102,6 +104,12 @@ class SoftmaxWithLossLayer(CaffeLayer):
             value = 1.0
         return torch.tensor(max(1.0, value), dtype=torch.float32, device=valid_count.device)
 
+    def _check_labels(self, labels: torch.Tensor) -> None:
+        low, high = torch.aminmax(labels)
+        if bool((low < 0) | (high >= self.classes)):
+            bad = (low if low < 0 else high).item()
+            raise self.error(f"label {bad} is outside 0..{self.classes - 1} and is not the ignore_label")
+
     def forward(self, bottoms):
         scores, labels = bottoms
         scores3 = scores.reshape(self.outer, self.classes, self.inner)
@@ -111,13 +119,11 @@ class SoftmaxWithLossLayer(CaffeLayer):
         else:
             valid = labels != self.ignore_label
         labels = torch.where(valid, labels, 0)
-        if bool(((labels < 0) | (labels >= self.classes)).any()):
-            bad = labels[(labels < 0) | (labels >= self.classes)][0].item()
-            raise self.error(f"label {bad} is outside 0..{self.classes - 1} and is not the ignore_label")
+        self._check_labels(labels)
         normalizer = self._normalizer(valid.sum())
         loss, prob = _SoftmaxLoss.apply(scores3, labels, valid, normalizer)
         tops = [loss]
-        if len(self.param.top) > 1:
+        if self.want_prob:
             tops.append(prob.detach().reshape(scores.shape))
         return tops
 

@@ -54,10 +54,11 @@ class DropoutLayer(_NeuronLayer):
         self.ratio = float(self.param.dropout_param.dropout_ratio)
         if not 0.0 <= self.ratio < 1.0:
             raise self.error(f"dropout_ratio must be in [0, 1), got {self.ratio}")
+        self.in_place = is_in_place(self)
 
     def forward(self, bottoms):
         x = bottoms[0]
         if self.phase == _TRAIN:
             return [F.dropout(x, self.ratio, training=True)]
         # Caffe copies the bottom unless the layer works in place
-        return [x if is_in_place(self) else x.clone()]
+        return [x if self.in_place else x.clone()]

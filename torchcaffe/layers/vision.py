@@ -217,7 +217,8 @@ class PoolingLayer(CaffeLayer):
         self.method = p.pool
         if self.method == _STOCHASTIC_POOL:
             raise self.error("STOCHASTIC pooling is not supported")
-        if len(self.param.top) == 2 and self.method != _MAX_POOL:
+        self.want_mask = len(self.param.top) == 2
+        if self.want_mask and self.method != _MAX_POOL:
             raise self.error("a second (mask) top is produced only by MAX pooling")
         self.global_pooling = p.global_pooling
         if self.global_pooling:
@@ -278,18 +279,17 @@ class PoolingLayer(CaffeLayer):
 
     def forward(self, bottoms):
         x = bottoms[0]
-        want_mask = len(self.param.top) == 2
         if self.native:
             if self.method == _AVE_POOL:
                 return [F.avg_pool2d(x, self.window, self.stride, self.pad, ceil_mode=self.ceil)]
-            if want_mask:
+            if self.want_mask:
                 top, index = F.max_pool2d(x, self.window, self.stride, self.pad,
                                           ceil_mode=self.ceil, return_indices=True)
                 return [top, index.to(x.dtype)]
             return [F.max_pool2d(x, self.window, self.stride, self.pad, ceil_mode=self.ceil)]
-        return self._forward_padded(x, want_mask)
+        return self._forward_padded(x)
 
-    def _forward_padded(self, x: torch.Tensor, want_mask: bool) -> list[torch.Tensor]:
+    def _forward_padded(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Caffe's windows through explicit padding, for the sizes torch's
         pooling does not reproduce (pad > kernel / 2, or a window that starts
         past the input when there is no pad)."""
@@ -304,7 +304,7 @@ class PoolingLayer(CaffeLayer):
             padded = F.pad(x, pad_spec, value=-FLT_MAX)
             top, index = F.max_pool2d(padded, self.window, self.stride, return_indices=True)
             top = top[:, :, :oh, :ow]
-            if not want_mask:
+            if not self.want_mask:
                 return [top]
             index = index[:, :, :oh, :ow]
             width = padded.shape[3]
