@@ -1,0 +1,162 @@
+"""Backward semantics against hand-derived gradients: split gradient sums,
+shared params, lr_mult 0, loss_weight, force_backward, propagate_down,
+accumulation of param diffs, kept intermediate diffs."""
+import numpy as np
+import pytest
+
+import torchcaffe as caffe
+from torchcaffe.errors import CaffeError, LayerError
+from torchcaffe.prototxt import parse_net_text
+
+X = np.array([[1, -2, 3], [-1, 0.5, 2]], np.float32)
+INPUT = 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }\n'
+
+
+def ip(name, bottom, num_output, extra="", filler='type: "gaussian" std: 1'):
+    return (f'layer {{ name: "{name}" type: "InnerProduct" bottom: "{bottom}" top: "{name}" {extra}'
+            f' inner_product_param {{ num_output: {num_output} bias_term: false '
+            f'weight_filler {{ {filler} }} }} }}\n')
+
+
+def total(name, bottoms, weight=1):
+    """An Eltwise SUM whose top is weighted as a loss: L = weight * sum(top)."""
+    b = " ".join(f'bottom: "{x}"' for x in bottoms)
+    return f'layer {{ name: "{name}" type: "Eltwise" {b} top: "{name}" loss_weight: {weight} }}\n'
+
+
+def build(text, **kwargs):
+    return caffe.Net(parse_net_text(text), phase=caffe.TRAIN, **kwargs)
+
+
+def run(net, x=X):
+    net.forward(data=x)
+    return net.backward()
+
+
+def test_blob_read_twice_gets_summed_gradient():
+    # L = sum(x W1^T) + sum(x W2^T): dL/dx[n] = colsum(W1 + W2), dL/dWk[o] = sum_n x[n]
+    net = build("force_backward: true\n" + INPUT + ip("ip1", "data", 2) + ip("ip2", "data", 2)
+                + total("sum", ["ip1", "ip2"]))
+    w1, w2 = (net.params[k][0].data.copy() for k in ("ip1", "ip2"))
+    net.forward(data=X)
+    np.testing.assert_allclose(net.loss(), (X @ w1.T).sum() + (X @ w2.T).sum(), rtol=1e-5)
+    diffs = net.backward()
+    expected = np.tile((w1 + w2).sum(0), (2, 1))
+    np.testing.assert_allclose(diffs["data"], expected, rtol=1e-5)
+    np.testing.assert_allclose(net.blobs["data"].diff, expected, rtol=1e-5)
+    for k in ("ip1", "ip2"):
+        np.testing.assert_allclose(net.params[k][0].diff, np.tile(X.sum(0), (2, 1)), rtol=1e-5)
+
+
+def test_split_tops_and_intermediate_diffs_are_kept_once_read():
+    net = build("force_backward: true\n" + INPUT + ip("ip1", "data", 2) + ip("ip2", "data", 2)
+                + total("sum", ["ip1", "ip2"], weight=3))
+    # a loss top's diff holds its loss weight, as Caffe sets it
+    np.testing.assert_array_equal(net.blobs["sum"].diff, np.full((2, 2), 3))
+    w2 = net.params["ip2"][0].data.copy()
+    for name in ("ip1", "data_data_0_split_1"):
+        assert not net.blobs[name].diff.any()  # read once: kept from now on
+    run(net)
+    np.testing.assert_allclose(net.blobs["ip1"].diff, np.full((2, 2), 3))
+    np.testing.assert_allclose(net.blobs["data_data_0_split_1"].diff,
+                               np.tile(3 * w2.sum(0), (2, 1)), rtol=1e-5)
+    # backward(diffs=...) returns a blob's diff without reading it before
+    net.forward(data=X)
+    out = net.backward(diffs=["ip2"])
+    np.testing.assert_allclose(out["ip2"], np.full((2, 2), 3))
+
+
+def test_shared_param_is_one_blob_with_summed_diff():
+    net = build("force_backward: true\n" + INPUT
+                + ip("ip1", "data", 2, 'param { name: "w" }')
+                + ip("ip2", "data", 2, 'param { name: "w" }')
+                + total("sum", ["ip1", "ip2"]))
+    assert net.params["ip1"][0] is net.params["ip2"][0]
+    assert len(net.learnable_params) == 1
+    net.params["ip1"][0].data[...] = [[1, 0, 0], [0, 1, 0]]
+    run(net)
+    np.testing.assert_array_equal(net.blobs["ip2"].data, X[:, :2])
+    np.testing.assert_allclose(net.params["ip2"][0].diff, 2 * np.tile(X.sum(0), (2, 1)))
+
+
+def test_shared_param_shape_mismatch_names_both_layers():
+    with pytest.raises(LayerError, match="layer 'ip2'.*shared param 'w'.*layer 'ip1'"):
+        build(INPUT + ip("ip1", "data", 2, 'param { name: "w" }')
+              + ip("ip2", "data", 3, 'param { name: "w" }'))
+    with pytest.raises(LayerError, match="mismatched lr_mult"):
+        build(INPUT + ip("ip1", "data", 2, 'param { name: "w" lr_mult: 1 }')
+              + ip("ip2", "data", 2, 'param { name: "w" lr_mult: 2 }'))
+
+
+def chain(ip1_extra="", force=False, weight=1):
+    # data -> ip0 (W0 = 1) -> ip1 (W1 = 2) -> L = weight * sum(ip1)
+    text = (("force_backward: true\n" if force else "") + INPUT
+            + ip("ip0", "data", 2, filler='type: "constant" value: 1')
+            + ip("ip1", "ip0", 2, ip1_extra, filler='type: "constant" value: 2')
+            + f'layer {{ name: "loss" type: "ReLU" bottom: "ip1" top: "loss" loss_weight: {weight} }}\n')
+    return build(text)
+
+
+def test_lr_mult_zero_gets_no_diff_but_passes_gradient():
+    net = chain('param { lr_mult: 0 }')
+    diffs = run(net, np.abs(X))
+    assert not net.params["ip1"][0].diff.any()
+    # dL/dW0[o] = sum_n x[n] * sum_k W1[k, o] = 4 * sum_n x[n]
+    np.testing.assert_allclose(net.params["ip0"][0].diff, np.tile(4 * np.abs(X).sum(0), (2, 1)))
+    assert not diffs["data"].any()  # no force_backward: inputs get no diff
+    # force_backward gives every param a diff, lr_mult 0 included
+    net = chain('param { lr_mult: 0 }', force=True)
+    diffs = run(net, np.abs(X))
+    np.testing.assert_allclose(net.params["ip1"][0].diff,
+                               np.tile(np.abs(X).sum(0).sum(), (2, 2)))
+    np.testing.assert_allclose(diffs["data"], np.full((2, 3), 8.0))
+
+
+def test_loss_weight_scales_gradients():
+    one, two = chain(weight=1), chain(weight=2)
+    run(one, np.abs(X))
+    run(two, np.abs(X))
+    np.testing.assert_allclose(two.params["ip0"][0].diff, 2 * one.params["ip0"][0].diff)
+    np.testing.assert_allclose(two.loss(), 2 * one.loss())
+    np.testing.assert_array_equal(two.blobs["loss"].diff, np.full((2, 2), 2))
+
+
+def test_propagate_down_false_stops_at_that_bottom():
+    net = chain('propagate_down: false')
+    run(net, np.abs(X))
+    assert net.params["ip1"][0].diff.any()
+    assert not net.params["ip0"][0].diff.any()
+
+
+def test_param_diffs_accumulate_until_cleared_and_bottom_diffs_are_overwritten():
+    net = build("force_backward: true\n" + INPUT + ip("ip1", "data", 2) + total("s", ["ip1", "ip1"]))
+    first = run(net)["data"].copy()
+    once = net.params["ip1"][0].diff.copy()
+    second = run(net)["data"]
+    np.testing.assert_allclose(second, first)
+    np.testing.assert_allclose(net.params["ip1"][0].diff, 2 * once, rtol=1e-6)
+    net.clear_param_diffs()
+    assert not net.params["ip1"][0].diff.any()
+    run(net)
+    np.testing.assert_allclose(net.params["ip1"][0].diff, once, rtol=1e-6)
+
+
+def test_output_diffs_seed_backward_and_partial_backward():
+    net = build("force_backward: true\n" + INPUT + ip("ip1", "data", 2, filler='type: "constant" value: 1'))
+    net.forward(data=X)
+    top = np.array([[1, 0], [0, 2]], np.float32)
+    diffs = net.backward(ip1=top)
+    np.testing.assert_allclose(diffs["data"], [[1, 1, 1], [2, 2, 2]])
+    np.testing.assert_allclose(net.params["ip1"][0].diff, top.T @ X)
+    with pytest.raises(CaffeError, match="needs a forward"):
+        net.backward()
+    net.forward(data=X)
+    out = net.backward(start="ip1", end="ip1")
+    np.testing.assert_allclose(out["ip1"], top)
+
+
+def test_no_backward_without_loss_or_force():
+    net = build(INPUT + ip("ip1", "data", 2))
+    net.forward(data=X)
+    assert not net.backward()["data"].any()
+    assert not net.params["ip1"][0].diff.any()
