@@ -231,3 +231,26 @@ def test_expand_score_refuses_shrinking():
     new = FakeNet(score=[(3, 4, 1, 1)])
     with pytest.raises(CaffeError, match="'score'.*does not fit"):
         expand_score(new, "score", old, "score")
+
+
+def test_interp_on_a_runtime_net_gives_bvlc_outputs():
+    """Zero the golden net's upsampling kernels, restore them with interp, and
+    the forward must again match what BVLC Caffe computed."""
+    from caffe_backend import caffe
+
+    net_path = GOLDEN / "nets" / "fcn8s_w16"
+    if not net_path.with_suffix(".npz").exists():
+        pytest.skip("golden folder absent")
+    golden = np.load(net_path.with_suffix(".npz"))
+    net = caffe.Net(str(net_path.with_suffix(".prototxt")),
+                    str(net_path.with_suffix(".caffemodel")), caffe.TEST)
+    ups = [name for name in net.params if name.startswith("upscore")]
+    for name in ups:
+        net.params[name][0].data[...] = 0
+    interp(net, ups)
+    net.forward(data=golden["in/data"], label=golden["in/label"])
+    want = golden["out/score"]
+    np.testing.assert_allclose(net.blobs["score"].data, want, rtol=0,
+                               atol=1e-4 * np.abs(want).max())
+    with pytest.raises(LayerError, match="layer 'score_fr' \\(type Convolution\\)"):
+        interp(net, ["score_fr"])
