@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +35,18 @@ def _split_axis(shape, axis: int) -> tuple[int, int, int]:
     return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
 
+def _caffe_sum(values: torch.Tensor) -> torch.Tensor:
+    """The sum as BVLC Caffe's CPU loss loop forms it: one float32
+    accumulator, element by element in row-major order. With an
+    unnormalised loss over many pixels this differs from a pairwise sum in
+    the 5th digit, and Caffe's numbers are the reference. On the GPU (where
+    Caffe itself reduces in parallel) torch's sum is used."""
+    if values.is_cuda:
+        return values.sum()
+    running = np.cumsum(values.reshape(-1).numpy(), dtype=np.float32)
+    return torch.from_numpy(running[-1:].copy()).reshape(())
+
+
 class _SoftmaxLoss(torch.autograd.Function):
     """Mean negative log-likelihood with Caffe's gradient: (p - onehot) at
     counted positions, 0 at ignored ones, times top diff / normalizer."""
@@ -44,7 +57,8 @@ class _SoftmaxLoss(torch.autograd.Function):
         # valid (outer, 1, inner) bool; normalizer: 0-d float tensor
         prob = torch.softmax(scores, dim=1)
         picked = prob.gather(1, labels)
-        loss = -(torch.log(picked.clamp_min(FLT_MIN)) * valid).sum() / normalizer
+        terms = -torch.log(picked.clamp_min(FLT_MIN)) * valid
+        loss = _caffe_sum(terms) / normalizer
         ctx.save_for_backward(prob, picked, labels, valid, normalizer)
         ctx.mark_non_differentiable(prob)
         return loss, prob
