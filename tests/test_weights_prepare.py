@@ -17,7 +17,7 @@ from google.protobuf import text_format
 from torchcaffe.caffemodel import read_caffemodel
 from torchcaffe.errors import CaffeError
 from torchcaffe.proto import caffe_pb2
-from weights.prepare import BASES, cast_to_fcn, prepare_base
+from weights.prepare import BASES, cast_to_fcn, deploy_path, prepare_base
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 
@@ -27,17 +27,14 @@ V1_TYPES = {"Convolution": V1.CONVOLUTION, "InnerProduct": V1.INNER_PRODUCT}
 
 @pytest.fixture(scope="module")
 def full_nets(tmp_path_factory):
-    """netspec's deploy nets for both base nets, full size (read as text only)."""
-    from netspec.models import NETS
-    from netspec.writer import write_net
-
+    """netspec's deploy nets for both base nets, full size (read as text only),
+    written the way prepare-base writes missing ones: by netspec's command."""
     out = tmp_path_factory.mktemp("nets")
     nets = {}
     for base in BASES.values():
         for name in (base.classifier, base.fcn):
-            write_net(NETS[name], out)
             net = caffe_pb2.NetParameter()
-            text_format.Merge((out / name / "deploy.prototxt").read_text(), net)
+            text_format.Merge(deploy_path(name, out).read_text(), net)
             nets[name] = net
     return nets
 

@@ -79,12 +79,12 @@ def export(deploy: str | os.PathLike, weights: str | os.PathLike, out: str | os.
 
 def _probe_inputs(module: CaffeModule, input_shape, device) -> list[torch.Tensor]:
     """A fixed input per net input: values in [-128, 128), like mean-subtracted pixels."""
+    if input_shape and len(module.input_names) > 1:
+        raise CaffeError("export: input_shape applies to single-input nets only")
     generator = torch.Generator().manual_seed(0)
     tensors = []
     for name in module.input_names:
         shape = tuple(input_shape) if input_shape else module.input_shapes[name]
-        if len(module.input_names) > 1 and input_shape:
-            raise CaffeError("export: input_shape applies to single-input nets only")
         if not shape or min(shape) < 1:
             raise CaffeError(f"export: input '{name}' has no usable shape {shape}; "
                              "give input_shape")
