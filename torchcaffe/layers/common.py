@@ -92,7 +92,7 @@ class InnerProductLayer(CaffeLayer):
 
     def reshape(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
-        axis = canonical_axis(self, self.param.inner_product_param.axis, len(shape))
+        axis = self.axis = canonical_axis(self, self.param.inner_product_param.axis, len(shape))
         if math.prod(shape[axis:]) != self.num_input:
             raise self.error(
                 f"input of shape {list(shape)} has {math.prod(shape[axis:])} values per item "

@@ -1,13 +1,11 @@
 """Caffe's spatial layers: Convolution, Deconvolution, Pooling, LRN, Crop."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from .. import fillers
-from .base import CaffeLayer, Shape, register
+from .base import CaffeLayer, register
 from .common import canonical_axis
 
 _CONV_FNS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -35,13 +33,13 @@ def _spatial_values(layer: CaffeLayer, name: str, repeated, h_w: tuple | None,
     return tuple(values)
 
 
-def _hw_pair(p, name: str, required_pair: bool):
-    """(h, w) when either of `name_h` / `name_w` is set."""
+def _hw_pair(layer: CaffeLayer, p, name: str, both_required: bool):
+    """(h, w) when either of `name_h` / `name_w` is set, else None."""
     has_h, has_w = p.HasField(f"{name}_h"), p.HasField(f"{name}_w")
     if not (has_h or has_w):
         return None
-    if required_pair and not (has_h and has_w):
-        return "incomplete"
+    if both_required and not (has_h and has_w):
+        raise layer.error(f"{name}_h and {name}_w must be given together")
     return getattr(p, f"{name}_h"), getattr(p, f"{name}_w")
 
 
@@ -66,17 +64,13 @@ class _ConvolutionBase(CaffeLayer):
         if n not in _CONV_FNS:
             raise self.error(f"supports 1 to 3 spatial axes, the bottom {list(shape)} has {n}")
         self.num_spatial = n
-        kernel_hw = _hw_pair(p, "kernel", True)
-        if kernel_hw == "incomplete":
-            raise self.error("kernel_h and kernel_w must be given together")
+        kernel_hw = _hw_pair(self, p, "kernel", True)
         if kernel_hw is None and not len(p.kernel_size):
             raise self.error("kernel_size (or kernel_h and kernel_w) is required")
         self.kernel = _spatial_values(self, "kernel_size", p.kernel_size, kernel_hw, n, 0)
-        stride_hw = _hw_pair(p, "stride", True)
-        if stride_hw == "incomplete":
-            raise self.error("stride_h and stride_w must be given together")
+        stride_hw = _hw_pair(self, p, "stride", True)
         self.stride = _spatial_values(self, "stride", p.stride, stride_hw, n, 1)
-        pad_hw = _hw_pair(p, "pad", False)
+        pad_hw = _hw_pair(self, p, "pad", False)
         self.pad = _spatial_values(self, "pad", p.pad, pad_hw, n, 0)
         self.dilation = _spatial_values(self, "dilation", p.dilation, None, n, 1)
         if min(self.kernel) <= 0 or min(self.stride) <= 0 or min(self.dilation) <= 0:
