@@ -26,13 +26,15 @@ ignores it) with what Caffe's SolverState lacks for an exact resume: the
 sampling state of every Python layer that has `get_state()` / `set_state()`
 and torch's random generators (dropout). Every file is written atomically
 and the `.solverstate`, which names the caffemodel, is written last, so a
-snapshot is complete once its solverstate exists. Paths in the solver
+snapshot is complete once its solverstate exists (a snapshot that fails
+midway removes the files it had already written). Paths in the solver
 prototxt (`net`, `train_net`, `test_net`, `snapshot_prefix`) are relative to
 the current directory, as in Caffe.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -428,12 +430,23 @@ class SGDSolver:
         state = self.snapshot_filename(".solverstate")
         if self.param.snapshot_diff:
             log.warning("snapshot_diff is set, but snapshots hold the params' data only")
-        self._write_datastate(self.snapshot_filename(DATASTATE_SUFFIX))
-        log.info("Snapshotting to binary proto file %s", model)
-        self.net.save(model)
-        log.info("Snapshotting solver state to binary proto file %s", state)
-        write_solverstate(state, self.iter, self.current_step, model,
-                          [h.detach().cpu().numpy() for h in self.history])
+        datastate = self.snapshot_filename(DATASTATE_SUFFIX)
+        written = []
+        try:
+            log.info("Snapshotting to binary proto file %s", model)
+            self.net.save(model)
+            written.append(model)
+            self._write_datastate(datastate)
+            written.append(datastate)
+            log.info("Snapshotting solver state to binary proto file %s", state)
+            write_solverstate(state, self.iter, self.current_step, model,
+                              [h.detach().cpu().numpy() for h in self.history])
+        except BaseException:
+            # no half snapshot: without its solverstate the other files are orphans
+            for path in written:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+            raise
         return model, state
 
     def restore(self, state_file: str | os.PathLike) -> None:

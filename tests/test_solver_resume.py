@@ -1,0 +1,167 @@
+"""Snapshots: an exact resume (data order and dropout included) and no
+half-written snapshot when writing fails midway."""
+import contextlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import torchcaffe.caffemodel
+import torchcaffe.solverstate
+from data_layers import synthetic
+from torchcaffe.errors import CaffeError
+from torchcaffe.solver import SGDSolver
+
+NET = """
+name: "tiny-seg"
+layer {{ name: "data" type: "Python" top: "data" top: "label"
+  python_param {{ module: "data_layers.voc_layers" layer: "SBDDSegDataLayer"
+    param_str: "{{'sbdd_dir': '{sbdd}', 'seed': 1337, 'split': 'train', 'mean': (104.0, 116.0, 122.0)}}" }} }}
+layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  param {{ lr_mult: 1 decay_mult: 1 }} param {{ lr_mult: 2 decay_mult: 0 }}
+  convolution_param {{ num_output: 4 kernel_size: 3 pad: 1
+    weight_filler {{ type: "gaussian" std: 0.01 }} bias_filler {{ type: "constant" value: 0.1 }} }} }}
+layer {{ name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }}
+layer {{ name: "drop1" type: "Dropout" bottom: "conv1" top: "conv1" dropout_param {{ dropout_ratio: 0.5 }} }}
+layer {{ name: "score" type: "Convolution" bottom: "conv1" top: "score"
+  convolution_param {{ num_output: 21 kernel_size: 1 weight_filler {{ type: "gaussian" std: 0.01 }} }} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
+  loss_param {{ ignore_label: 255 normalize: false }} }}
+"""
+
+SOLVER = """
+train_net: "{net}"
+base_lr: 1e-5
+lr_policy: "fixed"
+momentum: 0.9
+weight_decay: 0.0005
+display: 0
+max_iter: 100
+snapshot: {snapshot}
+snapshot_prefix: "{prefix}"
+random_seed: 5
+"""
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    synthetic.generate(root, seed=3, train=7, val=2, height=24, width=32)
+    return root
+
+
+def make_solver(tmp_path, dataset, snapshot=3):
+    net = tmp_path / "net.prototxt"
+    net.write_text(NET.format(sbdd=dataset / "sbdd" / "dataset"))
+    (tmp_path / "snap").mkdir(exist_ok=True)
+    solver_file = tmp_path / "solver.prototxt"
+    solver_file.write_text(SOLVER.format(net=net, snapshot=snapshot,
+                                         prefix=tmp_path / "snap" / "train"))
+    return SGDSolver(str(solver_file))
+
+
+def params(solver):
+    return {f"{name}/{i}": blob.data.copy() for name, blobs in solver.net.params.items()
+            for i, blob in enumerate(blobs)}
+
+
+def run_losses(solver, steps):
+    losses = []
+    for _ in range(steps):
+        solver.step(1)
+        losses.append(float(solver.net.blobs["loss"].data))
+    return losses
+
+
+def test_resume_is_bit_exact_including_data_order(tmp_path, dataset):
+    straight = make_solver(tmp_path, dataset)
+    run_losses(straight, 3)  # writes the iter-3 snapshot
+    later_losses = run_losses(straight, 4)
+    later_params = params(straight)
+
+    resumed = make_solver(tmp_path, dataset, snapshot=0)
+    resumed.restore(tmp_path / "snap" / "train_iter_3.solverstate")
+    assert resumed.iter == 3
+    assert run_losses(resumed, 4) == later_losses
+    for key, value in params(resumed).items():
+        np.testing.assert_array_equal(value, later_params[key], err_msg=key)
+
+    # the sidecar is what carries the order: without it the run differs
+    (tmp_path / "snap" / "train_iter_3.datastate.json").unlink()
+    restarted = make_solver(tmp_path, dataset, snapshot=0)
+    restarted.restore(tmp_path / "snap" / "train_iter_3.solverstate")
+    assert run_losses(restarted, 4) != later_losses
+
+
+def test_datastate_sidecar_documents_the_layer_state(tmp_path, dataset):
+    solver = make_solver(tmp_path, dataset)
+    solver.step(3)
+    document = json.loads((tmp_path / "snap" / "train_iter_3.datastate.json").read_text())
+    assert document["iter"] == 3
+    state = document["nets"]["train_net"]["data"]
+    assert state["split"] == "train" and state["count"] == 7
+    assert "cpu" in document["torch_rng"]
+
+
+@contextlib.contextmanager
+def failing_after(real, limit):
+    """atomic_output whose writes fail once `limit` bytes went to the file."""
+    def opener(path):
+        @contextlib.contextmanager
+        def cm():
+            with real(path) as out:
+                class Truncating:
+                    written = 0
+
+                    def write(self, data):
+                        room = limit - self.written
+                        if room < len(data):
+                            out.write(bytes(data)[:max(room, 0)])
+                            out.flush()
+                            raise OSError("disk full (simulated)")
+                        self.written += len(data)
+                        return out.write(data)
+                yield Truncating()
+        return cm()
+    yield opener
+
+
+@pytest.mark.parametrize("module", [torchcaffe.caffemodel, torchcaffe.solverstate])
+def test_failed_snapshot_leaves_previous_intact_and_no_partial_files(
+        tmp_path, dataset, monkeypatch, module):
+    solver = make_solver(tmp_path, dataset, snapshot=2)
+    solver.step(2)
+    folder = tmp_path / "snap"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert set(before) == {"train_iter_2.caffemodel", "train_iter_2.solverstate",
+                           "train_iter_2.datastate.json"}
+    with failing_after(module.atomic_output, 100) as opener:
+        monkeypatch.setattr(module, "atomic_output", opener)
+        with pytest.raises(OSError, match="simulated"):
+            solver.step(2)
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert after == before  # nothing of iter 4, not even temporary files
+
+
+def test_snapshot_folder_must_exist(tmp_path, dataset):
+    net = tmp_path / "net.prototxt"
+    net.write_text(NET.format(sbdd=dataset / "sbdd" / "dataset"))
+    solver_file = tmp_path / "solver.prototxt"
+    solver_file.write_text(SOLVER.format(net=net, snapshot=2,
+                                         prefix=tmp_path / "missing" / "train"))
+    with pytest.raises(CaffeError, match="missing"):
+        SGDSolver(str(solver_file))
+
+
+def test_restore_refuses_a_state_of_another_solver_type(tmp_path, dataset):
+    solver = make_solver(tmp_path, dataset)
+    solver.step(3)
+    from torchcaffe.solver import AdamSolver
+    net = tmp_path / "net.prototxt"
+    solver_file = tmp_path / "adam.prototxt"
+    solver_file.write_text(f'train_net: "{net}" base_lr: 0.001 lr_policy: "fixed" type: "Adam" '
+                           f'snapshot_prefix: "{tmp_path}/adam"')
+    adam = AdamSolver(str(solver_file))
+    with pytest.raises(CaffeError, match="history blobs"):
+        adam.restore(Path(tmp_path / "snap" / "train_iter_3.solverstate"))
