@@ -1,0 +1,449 @@
+"""Staged FCN fine-tuning: 32s -> 16s -> 8s, each stage from the last.
+
+`python solve.py voc-fcn8s` trains the chain that ends in voc-fcn8s
+(voc-fcn32s, voc-fcn16s, voc-fcn8s); `--stages 16s,8s` picks part of it.
+For every stage the driver
+
+1. writes the model folder `<run>/<model>/` from netspec (train / val /
+   deploy / solver prototxts and a `solve.py` stub), with the data layers'
+   directories pointed at `--data`;
+2. builds the solver there (paths in the solver prototxt are relative to
+   the model folder, as when the release's solve.py runs in it);
+3. initialises: the chain's first model from the base net (`--weights`,
+   e.g. vgg16-fcn.caffemodel) by `surgery.transplant`; every later model
+   from the previous stage's final weights; then bilinear kernels in the
+   upsampling layers (layer names containing 'up'), as the release does;
+4. trains for `--iters` (default: the solver's max_iter) at the solver's
+   own base_lr, scoring with the test net every `--test-interval`
+   iterations and at the end, keeping `best.caffemodel` (highest mean IU)
+   and `final.caffemodel`, and a final snapshot for resuming.
+
+What the run directory holds: see `solvers.run_dir`. Inside a model folder
+`python solve.py` (the stub) trains that one model in place (`--here`).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterator, Sequence
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from caffe_backend import caffe
+from data_layers.files import write_text
+from data_layers.palette import VOC_CLASSES
+from solvers.curves import plot_curves
+from solvers.run_dir import RunDir
+from solvers.score import do_seg_tests
+from torchcaffe.errors import CaffeError
+
+log = logging.getLogger(__name__)
+
+CHAINS = {
+    "voc": ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s"),
+    "siftflow": ("siftflow-fcn32s", "siftflow-fcn16s", "siftflow-fcn8s"),
+    "pascalcontext": ("pascalcontext-fcn32s", "pascalcontext-fcn16s", "pascalcontext-fcn8s"),
+}
+
+
+@dataclass(frozen=True)
+class SegTask:
+    """One scored output of a test net: argmax of `layer` against blob `gt`."""
+
+    name: str
+    layer: str
+    gt: str
+    loss: str | None
+    classes: tuple[str, ...] | None = None
+
+
+VOC_TASK = SegTask("seg", "score", "label", "loss", VOC_CLASSES)
+SIFT_FLOW_TASKS = (SegTask("sem", "score_sem", "sem", "loss"),
+                   SegTask("geo", "score_geo", "geo", "loss_geo"))
+
+
+def seg_tasks(model: str) -> tuple[SegTask, ...]:
+    if model.startswith("siftflow"):
+        return SIFT_FLOW_TASKS
+    if model.startswith("voc"):
+        return (VOC_TASK,)
+    return (SegTask("seg", "score", "label", "loss"),)
+
+
+def base_nets(model: str) -> tuple[str, str]:
+    """netspec names of the base net a chain-first model starts from: its
+    fully convolutional form, then the ILSVRC classifier form."""
+    return ("alexnetfcn", "alexnet") if "alexnet" in model else ("vgg16fcn", "vgg16")
+
+
+def stage_chain(model: str, stages: str | None = None) -> list[str]:
+    """The models to train, in order, for `model` (e.g. `32s,16s,8s`)."""
+    chain = next((c[:c.index(model) + 1] for c in CHAINS.values() if model in c), (model,))
+    if not stages:
+        return list(chain)
+    picked = []
+    for stride in (s.strip() for s in stages.split(",") if s.strip()):
+        match = [name for name in chain if name.endswith(f"-fcn{stride}") or name == stride]
+        if not match:
+            raise CaffeError(f"--stages: no stage '{stride}' in the chain {', '.join(chain)}")
+        picked.append(match[0])
+    if picked != sorted(picked, key=chain.index) or len(set(picked)) != len(picked):
+        raise CaffeError(f"--stages must follow the chain order {', '.join(chain)}")
+    return picked
+
+
+# ---------------------------------------------------------------- model folders
+
+STUB = '''"""Train {name} in this folder, as the FCN release's per-model solve.py.
+
+    python solve.py [--gpu N] [--iters N] [--weights INIT.caffemodel]
+
+Snapshots, logs and scores go into this folder (see solvers.solve).
+"""
+import sys
+
+from solvers.solve import main
+
+if __name__ == "__main__":
+    sys.exit(main(["{name}", "--here", *sys.argv[1:]]))
+'''
+
+
+def stub_text(name: str) -> str:
+    """The `solve.py` a generated model folder gets."""
+    return STUB.format(name=name)
+
+
+def _after_data(path: str) -> PurePosixPath:
+    """'../data/sbdd/dataset' -> 'sbdd/dataset' (the part under the data root)."""
+    parts = PurePosixPath(path).parts
+    if "data" in parts:
+        return PurePosixPath(*parts[parts.index("data") + 1:])
+    return PurePosixPath(*[p for p in parts if p not in ("..", ".")])
+
+
+def point_data_layers(net_param, data_dir: Path) -> None:
+    """Rewrite the Python data layers' `*_dir` settings to lie under `data_dir`."""
+    for layer in net_param.layer:
+        if layer.type != "Python" or not layer.python_param.param_str:
+            continue
+        try:
+            settings = ast.literal_eval(layer.python_param.param_str)
+        except (ValueError, SyntaxError) as exc:
+            raise CaffeError(f"layer '{layer.name}': param_str is not a Python literal "
+                             f"({exc})") from None
+        if not isinstance(settings, dict):
+            continue
+        for key, value in settings.items():
+            if key.endswith("_dir") and isinstance(value, str):
+                settings[key] = str(data_dir / _after_data(value))
+        layer.python_param.param_str = repr(settings)
+
+
+def _prototxts(name: str, width: float | None) -> dict:
+    from netspec.models import NETS
+
+    if name not in NETS:
+        raise CaffeError(f"unknown model '{name}' (see python -m netspec --list)")
+    if width is None:
+        return NETS[name].prototxts()
+    try:
+        return NETS[name].prototxts(width=width)
+    except TypeError as exc:
+        raise CaffeError(f"--width: netspec cannot narrow '{name}' ({exc})") from None
+
+
+def emit_model(name: str, folder: Path, data_dir: Path | None,
+               width: float | None = None) -> Path:
+    """Write `name`'s prototxts (data dirs under `data_dir`) and solve.py stub."""
+    from netspec.writer import to_prototxt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for file_name, message in _prototxts(name, width).items():
+        if data_dir is not None and hasattr(message, "layer"):
+            point_data_layers(message, data_dir)
+        write_text(folder / file_name, to_prototxt(message))
+    write_text(folder / "solve.py", stub_text(name))
+    return folder
+
+
+@contextlib.contextmanager
+def working_directory(folder: Path) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+# ---------------------------------------------------------------- one stage
+
+@dataclass
+class StageOptions:
+    iters: int | None = None
+    test_interval: int = 4000
+    test_images: int | None = None
+    save_predictions: str = "final"   # all, final or none
+    width: float | None = None
+    resume: Path | None = None
+
+
+@dataclass
+class StageResult:
+    name: str
+    folder: Path
+    init: str
+    lr: float | None = None
+    iters: int = 0
+    final: Path | None = None
+    best: Path | None = None
+    best_mean_iu: float = float("-inf")
+    scores: list[dict] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"folder": str(self.folder), "init": self.init, "lr": self.lr,
+                "iters": self.iters, "final": str(self.final) if self.final else None,
+                "best": str(self.best) if self.best else None,
+                "best_mean_iu": self.best_mean_iu if math.isfinite(self.best_mean_iu) else None,
+                "tests": self.scores}
+
+
+def _snapshot_folder(solver_file: Path) -> None:
+    """Create the folder of the solver's snapshot_prefix (Caffe requires it)."""
+    from google.protobuf import text_format
+
+    param = caffe.proto.caffe_pb2.SolverParameter()
+    text_format.Parse(solver_file.read_text(encoding="utf-8"), param)
+    if param.snapshot_prefix:
+        (solver_file.parent / param.snapshot_prefix).parent.mkdir(parents=True, exist_ok=True)
+
+
+def init_from_base(solver, weights: Path, model: str, work: Path,
+                   width: float | None) -> None:
+    """Transplant base-net weights (fully convolutional or classifier form)."""
+    from surgery import transplant
+
+    errors = []
+    for base in base_nets(model):
+        deploy = work / base / "deploy.prototxt"
+        deploy.parent.mkdir(parents=True, exist_ok=True)
+        write_text(deploy, _deploy_text(base, width))
+        try:
+            base_net = caffe.Net(str(deploy), str(weights), caffe.TEST)
+        except CaffeError as exc:
+            errors.append(f"{base}: {exc}")
+            continue
+        report = transplant(solver.net, base_net)
+        log.info("%s: transplanted %s from %s (%s form): %s", model, weights.name, weights,
+                 base, report.summary())
+        return
+    raise CaffeError(f"--weights {weights}: fits neither base net of {model}: "
+                     + "; ".join(errors))
+
+
+def _deploy_text(base: str, width: float | None) -> str:
+    from netspec.writer import to_prototxt
+
+    return to_prototxt(_prototxts(base, width)["deploy.prototxt"])
+
+
+def _data_layer(net):
+    """The (first) Python data layer instance of a torchcaffe or pycaffe net."""
+    for layer in net.layers:
+        instance = getattr(getattr(layer, "impl", None), "instance", layer)
+        if hasattr(instance, "indices"):
+            return instance
+    return None
+
+
+def train_stage(name: str, folder: Path, run: RunDir, init: Path | None, from_base: bool,
+                opts: StageOptions, step_offset: int) -> StageResult:
+    result = StageResult(name, folder, init=str(init) if init else "fillers")
+    with working_directory(folder):
+        _snapshot_folder(folder / "solver.prototxt")
+        solver = caffe.get_solver("solver.prototxt")
+        if init is None:
+            log.warning("%s: no initial weights: it starts from its fillers (FCN's are "
+                        "zero, so it cannot learn); pass --weights (e.g. vgg16-fcn.caffemodel "
+                        "from `python -m weights prepare-base vgg16`)", name)
+        elif from_base:
+            init_from_base(solver, init, name, run.root / "base", opts.width)
+        else:
+            solver.net.copy_from(str(init))
+            log.info("%s: initialised from %s", name, init)
+        from surgery import interp
+        interp(solver.net, [k for k in solver.net.params if "up" in k])
+        if opts.resume is not None:
+            solver.restore(str(opts.resume))
+            result.init = f"resumed {opts.resume}"
+        total = opts.iters if opts.iters is not None else solver.param.max_iter
+        _run_schedule(solver, name, folder, run, opts, total, step_offset, result)
+        result.iters = solver.iter
+        result.final = folder / "final.caffemodel"
+        solver.net.save(str(result.final))
+        if not (solver.param.snapshot and solver.iter % solver.param.snapshot == 0):
+            solver.snapshot()
+    return result
+
+
+def _run_schedule(solver, name, folder, run, opts, total, step_offset, result) -> None:
+    test_net = solver.test_nets[0] if solver.test_nets else None
+    data = _data_layer(test_net) if test_net is not None else None
+    ids = list(data.indices) if data is not None else []
+    if opts.test_images is not None:
+        ids = ids[:opts.test_images]
+    start_state = data.get_state() if data is not None and hasattr(data, "get_state") else None
+    losses: list[float] = []
+    loss_blob = solver.net.blobs.get("loss") if hasattr(solver.net.blobs, "get") else None
+
+    def on_gradients_ready():
+        if loss_blob is not None:
+            losses.append(float(loss_blob.data.flat[0]))
+
+    solver.add_callback(lambda: None, on_gradients_ready)
+    display = solver.param.display or 20
+    bar = tqdm(total=total, initial=min(solver.iter, total), desc=f"{name} train",
+               unit="it", dynamic_ncols=True)
+    with bar:
+        while solver.iter < total:
+            to_test = opts.test_interval - solver.iter % opts.test_interval
+            chunk = min(display, to_test, total - solver.iter)
+            losses.clear()
+            solver.step(chunk)
+            bar.update(chunk)
+            lr = getattr(solver, "lr", None)
+            mean_loss = sum(losses) / len(losses) if losses else float("nan")
+            result.lr = lr
+            bar.set_postfix(loss=f"{mean_loss:.4g}", lr=f"{lr:.3g}" if lr else "?")
+            run.record(kind="train", stage=name, iter=solver.iter,
+                       step=step_offset + solver.iter, loss=mean_loss, lr=lr)
+            final = solver.iter >= total
+            if test_net is not None and ids and (final or solver.iter % opts.test_interval == 0):
+                _seg_tests(solver, test_net, data, start_state, ids, name, folder, run, opts,
+                           step_offset, result, final)
+
+
+def _seg_tests(solver, test_net, data, start_state, ids, name, folder, run, opts,
+               step_offset, result, final) -> None:
+    test_net.share_with(solver.net)
+    first = None
+    for task in seg_tasks(name):
+        if start_state is not None:
+            data.set_state(start_state)  # every test scores the same images in order
+        suffix = "" if len(seg_tasks(name)) == 1 else f"-{task.name}"
+        save = opts.save_predictions == "all" or (opts.save_predictions == "final" and final)
+        save_format = str(folder / f"predictions-iter{{}}{suffix}") if save else False
+        scores = do_seg_tests(test_net, solver.iter, save_format, ids, task.layer, task.gt,
+                              loss=task.loss, names=task.classes,
+                              results=folder / "scores" / f"iter_{solver.iter}{suffix}.json")
+        record = scores.as_dict()
+        record.pop("confusion")
+        run.record(kind="test", stage=name, task=task.name, step=step_offset + solver.iter,
+                   **record)
+        result.scores.append({"task": task.name, **record})
+        first = first or scores
+    if first is not None and first.mean_iu > result.best_mean_iu:
+        result.best_mean_iu = first.mean_iu
+        result.best = folder / "best.caffemodel"
+        solver.net.save(str(result.best))
+        log.info("%s: best mean IU so far %.4f at iteration %d", name, first.mean_iu,
+                 solver.iter)
+
+
+# ---------------------------------------------------------------- the chain
+
+def run_chain(model: str, run_root: Path, stages: str | None = None,
+              weights: Path | None = None, data_dir: Path | None = None,
+              opts: StageOptions | None = None, here: bool = False) -> list[StageResult]:
+    """Train the stages of `model`'s chain; returns each stage's result."""
+    opts = opts or StageOptions()
+    run = RunDir(run_root)
+    names = [model] if here else stage_chain(model, stages)
+    chain = stage_chain(model)
+    results: list[StageResult] = []
+    document = {"model": model, "stages": {}}
+    step_offset = 0
+    with run.logging_to_file(), logging_redirect_tqdm():
+        for index, name in enumerate(names):
+            folder = run.root if here else emit_model(name, run.stage_dir(name), data_dir,
+                                                      opts.width)
+            if index == 0:
+                init = weights
+                if here and init is None and chain.index(name) > 0:
+                    previous = run.root.parent / chain[chain.index(name) - 1] / "final.caffemodel"
+                    init = previous if previous.is_file() else None
+            else:
+                init = results[-1].final
+            from_base = chain.index(name) == 0 and init is not None and index == 0
+            stage_opts = opts if index == 0 else StageOptions(**{**opts.__dict__, "resume": None})
+            log.info("stage %d/%d: %s (init: %s)", index + 1, len(names), name,
+                     init or "fillers")
+            result = train_stage(name, folder, run, init, from_base, stage_opts, step_offset)
+            step_offset += result.iters
+            results.append(result)
+            document["stages"][name] = result.summary()
+            run.write_scores(document)
+            plot_curves(run.metrics_path, run.curves_path)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="solve.py", description="Staged FCN training (32s -> 16s -> 8s) with seg tests.")
+    parser.add_argument("model", help="model to reach, e.g. voc-fcn8s (its chain is trained)")
+    parser.add_argument("--stages", help="part of the chain, e.g. 32s,16s,8s or 16s,8s")
+    parser.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
+    parser.add_argument("--iters", type=int, help="iterations per stage (default: max_iter)")
+    parser.add_argument("--test-interval", type=int, default=4000,
+                        help="seg tests every N iterations and at the end (default 4000)")
+    parser.add_argument("--test-images", type=int, help="score only the first N test images")
+    parser.add_argument("--save-predictions", choices=("all", "final", "none"),
+                        default="final", help="prediction PNGs at which tests (default final)")
+    parser.add_argument("--data", type=Path, default=Path("data"),
+                        help="dataset root (default: ./data)")
+    parser.add_argument("--weights", type=Path,
+                        help="initial weights of the first stage (chain start: the base "
+                             "net, e.g. vgg16-fcn.caffemodel; later stages: the previous "
+                             "stage's caffemodel)")
+    parser.add_argument("--width", type=float, help="channel width multiplier (tests, demos)")
+    parser.add_argument("--out", type=Path, help="run directory (default runs/<model>)")
+    parser.add_argument("--resume", type=Path, help="a .solverstate of the first stage")
+    parser.add_argument("--here", action="store_true",
+                        help="train this one model in the current (model) folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        if args.gpu is not None:
+            caffe.set_device(args.gpu)
+            caffe.set_mode_gpu()
+        opts = StageOptions(iters=args.iters, test_interval=args.test_interval,
+                            test_images=args.test_images, save_predictions=args.save_predictions,
+                            width=args.width, resume=args.resume)
+        if args.here:
+            root, data_dir = Path.cwd(), None
+        else:
+            root = args.out or Path("runs") / args.model
+            data_dir = args.data.resolve()
+        results = run_chain(args.model, root, args.stages, args.weights, data_dir, opts,
+                            here=args.here)
+    except CaffeError as exc:
+        parser.exit(1, f"solve.py: error: {exc}\n")
+    for result in results:
+        best = f"{result.best_mean_iu:.4f}" if math.isfinite(result.best_mean_iu) else "n/a"
+        print(f"{result.name}: {result.iters} iterations at lr {result.lr}, best mean IU "
+              f"{best}, final weights {result.final}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
