@@ -1,4 +1,12 @@
-"""`python -m netspec --out models voc-fcn8s` (or `all`): write prototxts."""
+"""`python -m netspec --out models voc-fcn8s` (or `all`): write prototxts.
+
+Each net goes to `<out>/<name>/`. The nets' data paths are relative to that
+folder (`../data/...`, or `../../data/...` for voc-fcn16s and PASCAL-Context,
+as in the release), so `<out>/data` is made a relative link to `../data`
+when absent: both then reach `<out>/../data`, which for the default
+`--out models` is the repository's `data/`. An existing `<out>/data` (a
+folder or another link) is left alone, and the data roots in use are logged.
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +18,7 @@ from tqdm import tqdm
 
 def main(argv: list[str] | None = None) -> int:
     from .models import NETS
-    from .writer import write_net
+    from .writer import link_data_root, write_net
 
     parser = argparse.ArgumentParser(
         prog="fcn-nets",
@@ -35,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                      + ", ".join(NETS))
     for name in tqdm(names, desc="nets", unit="net", disable=len(names) < 2):
         write_net(NETS[name], args.out)
+    link_data_root(args.out)
     return 0
 
 

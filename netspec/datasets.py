@@ -87,6 +87,8 @@ def voc(data_root: str = "../data") -> Dataset:
         image_channels=(("data", 3),),
         train_file="train.prototxt",
         test_file="val.prototxt",
+        # seg11valid has 736 images; the release's first VOC solvers said 1111
+        # (all of VOC2011 val) until a later commit corrected them to 736
         test_iter=736,
     )
 
@@ -107,10 +109,11 @@ SIFT_FLOW = Dataset(
     test_iter=200,
 )
 
-# The release's PASCAL-Context nets point two folders up, unlike the others.
+# The release's PASCAL-Context nets point two folders up, unlike the others
+# (the writer links <out>/data so that both spellings reach one data root).
 _PASCAL_CONTEXT_SOURCE = Source("PASCALContextSegDataLayer", (
-    ("voc_dir", "../../data/pascal"), ("context_dir", "../../data/pascal-context"),
-    ("seed", SEED), ("split", None)))
+    ("context_dir", "../../data/pascal-context"), ("seed", SEED), ("split", None),
+    ("voc_dir", "../../data/pascal")))
 
 PASCAL_CONTEXT = Dataset(
     name="pascalcontext",

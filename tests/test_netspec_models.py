@@ -1,5 +1,7 @@
 """The reference models against facts of the FCN release (hand-written)."""
 import ast
+import logging
+import os
 
 import pytest
 from google.protobuf import text_format
@@ -308,3 +310,124 @@ def test_cli_list_and_unknown_name(capsys):
         main(["--out", "unused", "voc-fcn7s"])
     err = capsys.readouterr().err
     assert "voc-fcn7s" in err and "voc-fcn8s" in err and "alexnetfcn" in err
+
+
+# ---------------------------------------------------------------- details of the release text
+
+
+def test_vgg_convs_write_stride_and_score_convs_do_not(protos):
+    # the release's VGG convs (fc6/fc7 included) carry an explicit `stride: 1`;
+    # its 1x1 score convs name only num_output, pad and kernel_size
+    net = protos["voc-fcn8s"]["train.prototxt"]
+    for name in ("conv1_1", "conv3_3", "fc6", "fc7"):
+        assert list(layer(net, name).convolution_param.stride) == [1], name
+    for name in ("score_fr", "score_pool4", "score_pool3"):
+        cp = layer(net, name).convolution_param
+        assert (list(cp.stride), list(cp.pad), list(cp.kernel_size)) == ([], [0], [1]), name
+
+
+def test_fcn_alexnet_writes_every_conv_field(protos):
+    net = protos["voc-fcn-alexnet"]["val.prototxt"]
+    # group and stride are written even where they are 1, unlike in bvlc_alexnet
+    for name, group, stride, pad in (("conv1", 1, 4, 100), ("conv3", 1, 1, 1),
+                                     ("fc6", 1, 1, 0), ("fc7", 1, 1, 0)):
+        cp = layer(net, name).convolution_param
+        assert cp.HasField("group") and cp.group == group, name
+        assert (list(cp.stride), list(cp.pad)) == ([stride], [pad]), name
+    lrn = layer(net, "norm2").lrn_param
+    assert (lrn.local_size, lrn.alpha, lrn.beta) == (5, pytest.approx(1e-4), 0.75)
+    assert [l.name for l in net.layer if l.type == "Dropout"] == ["drop6", "drop7"]
+
+
+@pytest.mark.parametrize("name, test_file", [
+    ("voc-fcn32s", "val.prototxt"), ("nyud-fcn32s-hha", "test.prototxt"),
+    ("siftflow-fcn8s", "test.prototxt"), ("pascalcontext-fcn16s", "val.prototxt")])
+def test_test_nets_keep_dropout(protos, name, test_file):
+    net = protos[name][test_file]
+    drops = {l.name: (list(l.bottom), l.dropout_param.dropout_ratio)
+             for l in net.layer if l.type == "Dropout"}
+    assert drops == {"drop6": (["fc6"], 0.5), "drop7": (["fc7"], 0.5)}
+
+
+def test_voc_fcn16s_val_also_points_two_folders_up(protos):
+    assert data_param(protos["voc-fcn16s"]["val.prototxt"])[2]["voc_dir"] == \
+        "../../data/pascal/VOC2011"
+
+
+def test_nyud_single_modality_calls_its_image_top_data(protos):
+    net = protos["nyud-fcn32s-hha"]["test.prototxt"]
+    assert list(net.layer[0].top) == ["data", "label"]
+    assert data_param(net) == ("nyud_layers", "NYUDSegDataLayer", {
+        "tops": ["hha", "label"], "seed": 1337, "nyud_dir": "../data/nyud", "split": "test"})
+    assert list(layer(net, "conv1_1").bottom) == ["data"]
+
+
+def test_nyud_color_hha_suffixes_every_stream_layer(protos):
+    names = [l.name for l in protos["nyud-fcn32s-color-hha"]["trainval.prototxt"].layer]
+    for stream in ("color", "hha"):
+        for base in ("pool5", "fc6", "drop6", "fc7", "drop7", "score_fr"):
+            assert base + stream in names
+
+
+def test_siftflow_fcn8s_head_names(protos):
+    net = protos["siftflow-fcn8s"]["trainval.prototxt"]
+    names = [l.name for l in net.layer]
+    for task in ("_sem", "_geo"):
+        head = [n for n in HEAD_8S if n != "score"]
+        expected = [n[:-1] + task + "c" if n.endswith("c") else n + task for n in head]
+        assert [n for n in names if n in expected] == expected
+    assert list(layer(net, "upscore8_geo").bottom) == ["fuse_pool3_geo"]
+    assert crops(net)["score_pool3_semc"] == [9] and crops(net)["score_geo"] == [31]
+
+
+@pytest.mark.parametrize("name, split", [("pascalcontext-fcn32s", "train"),
+                                         ("pascalcontext-fcn8s", "val")])
+def test_pascalcontext_param_str_key_order(protos, name, split):
+    # the release writes the keys alphabetically (context_dir first)
+    param_str = protos[name][f"{split}.prototxt"].layer[0].python_param.param_str
+    assert list(ast.literal_eval(param_str)) == ["context_dir", "seed", "split", "voc_dir"]
+
+
+# ---------------------------------------------------------------- one data root
+
+
+def test_cli_links_one_data_root(tmp_path):
+    out = tmp_path / "models"
+    assert main(["--out", str(out), "voc-fcn32s", "voc-fcn16s", "pascalcontext-fcn8s"]) == 0
+    link = out / "data"
+    assert link.is_symlink() and os.readlink(link) == os.path.join("..", "data")
+    (tmp_path / "data" / "sbdd" / "dataset").mkdir(parents=True)
+    (tmp_path / "data" / "pascal-context").mkdir(parents=True)
+
+    def resolved(model, file_name, key):
+        net = text_format.Parse((out / model / file_name).read_text(), caffe_pb2.NetParameter())
+        return (out / model / data_param(net)[2][key]).resolve()
+
+    one_up = resolved("voc-fcn32s", "train.prototxt", "sbdd_dir")       # ../data/...
+    two_up = resolved("voc-fcn16s", "train.prototxt", "sbdd_dir")       # ../../data/...
+    assert one_up == two_up == (tmp_path / "data" / "sbdd" / "dataset").resolve()
+    assert resolved("pascalcontext-fcn8s", "val.prototxt", "context_dir") == \
+        (tmp_path / "data" / "pascal-context").resolve()
+    assert main(["--out", str(out), "voc-fcn32s"]) == 0  # a second run keeps the link
+    assert os.readlink(link) == os.path.join("..", "data")
+
+
+def test_cli_leaves_an_existing_data_folder_and_says_so(tmp_path, caplog):
+    out = tmp_path / "models"
+    (out / "data").mkdir(parents=True)
+    with caplog.at_level(logging.INFO, logger="netspec.writer"):
+        assert main(["--out", str(out), "voc-fcn32s"]) == 0
+    assert (out / "data").is_dir() and not (out / "data").is_symlink()
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert str(out / "data") in warning and str(tmp_path / "data") in warning
+
+
+def test_cli_leaves_another_link(tmp_path, caplog):
+    out, elsewhere = tmp_path / "models", tmp_path / "datasets"
+    elsewhere.mkdir()
+    out.mkdir()
+    (out / "data").symlink_to(elsewhere)
+    with caplog.at_level(logging.INFO, logger="netspec.writer"):
+        assert main(["--out", str(out), "voc-fcn32s"]) == 0
+    assert os.readlink(out / "data") == str(elsewhere)
+    assert any(f"a link to {elsewhere}" in r.getMessage() for r in caplog.records)
