@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help="models or base nets to write, or 'all'")
     parser.add_argument("--out", default="models", help="output folder (default: models)")
+    parser.add_argument("--width", type=float, default=1.0,
+                        help="scale every backbone channel count (default 1: the "
+                             "reference nets; e.g. 0.0625 for a fast CPU demo)")
     parser.add_argument("--list", action="store_true", help="list the net names and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -41,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown net(s) {', '.join(unknown)}; choose from: all, "
                      + ", ".join(NETS))
+    if not 0 < args.width <= 1:
+        parser.error(f"--width {args.width}: give a factor in (0, 1]")
     for name in tqdm(names, desc="nets", unit="net", disable=len(names) < 2):
-        write_net(NETS[name], args.out)
+        write_net(NETS[name], args.out, args.width)
     link_data_root(args.out)
     return 0
 

@@ -23,6 +23,13 @@ FC_WIDTH = 4096
 ILSVRC_CLASSES = 1000
 
 
+def narrow(channels: int, width: float) -> int:
+    """A backbone channel count scaled by the width multiplier (at least 1).
+    width 1 is the reference net; smaller widths give the same topology for
+    tests and demos that must run in seconds on a CPU."""
+    return max(1, round(channels * width))
+
+
 @dataclass
 class Features:
     out: object                 # the last top (fc7 after its ReLU / Dropout)
@@ -30,36 +37,37 @@ class Features:
 
 
 def vgg16(n, bottom, *, suffix="", first_pad=100, first_conv="conv1_1",
-          fully_conv=True, dropout_fc=True):
+          fully_conv=True, dropout_fc=True, width=1.0):
     """VGG16 up to fc7. `first_pad` 100 lets an FCN see any input size
     (1 keeps the ILSVRC geometry); `first_conv` renames conv1_1 when its
     input channels differ from the base net's (e.g. conv1_1_bgrd)."""
     top = bottom
     pools = {}
-    for block, (width, depth) in enumerate(VGG16_BLOCKS, start=1):
+    for block, (channels, depth) in enumerate(VGG16_BLOCKS, start=1):
         for i in range(1, depth + 1):
             first = (block, i) == (1, 1)
             conv_name = first_conv if first else f"conv{block}_{i}"
             relu_name = f"relu{block}_{i}"
             n[conv_name + suffix], n[relu_name + suffix] = conv_relu(
-                top, width, pad=first_pad if first else 1)
+                top, narrow(channels, width), pad=first_pad if first else 1)
             top = n[relu_name + suffix]
         pools[f"pool{block}"] = n[f"pool{block}{suffix}"] = max_pool(top)
         top = pools[f"pool{block}"]
     out = _fc_layers(n, top, suffix, fc6_kernel=7, fully_conv=fully_conv,
-                     dropout_fc=dropout_fc, conv_fc=lambda b, k, w: conv_relu(b, w, ks=k, pad=0))
+                     dropout_fc=dropout_fc, fc_width=narrow(FC_WIDTH, width),
+                     conv_fc=lambda b, k, w: conv_relu(b, w, ks=k, pad=0))
     return Features(out, pools)
 
 
-def _fc_layers(n, bottom, suffix, *, fc6_kernel, fully_conv, dropout_fc, conv_fc):
+def _fc_layers(n, bottom, suffix, *, fc6_kernel, fully_conv, dropout_fc, fc_width, conv_fc):
     """fc6 / relu6 / [drop6] / fc7 / relu7 / [drop7]; as convolutions (made
     by `conv_fc(bottom, kernel, width)`) or as InnerProduct layers."""
     top = bottom
     for index, kernel in ((6, fc6_kernel), (7, 1)):
         if fully_conv:
-            fc, relu = conv_fc(top, kernel, FC_WIDTH)
+            fc, relu = conv_fc(top, kernel, fc_width)
         else:
-            fc = L.InnerProduct(top, num_output=FC_WIDTH, param=LEARNED)
+            fc = L.InnerProduct(top, num_output=fc_width, param=LEARNED)
             relu = L.ReLU(fc, in_place=True)
         n[f"fc{index}{suffix}"], n[f"relu{index}{suffix}"] = fc, relu
         top = relu
@@ -79,7 +87,7 @@ ALEXNET_CONVS = (
 ALEXNET_POOLED = {"conv1": "1", "conv2": "2", "conv5": "5"}
 
 
-def alexnet(n, bottom, *, fcn_release=True, fully_conv=True, dropout_fc=True):
+def alexnet(n, bottom, *, fcn_release=True, fully_conv=True, dropout_fc=True, width=1.0):
     """AlexNet up to fc7.
 
     `fcn_release=True` is FCN-AlexNet as the FCN release has it: conv1 pad
@@ -100,17 +108,18 @@ def alexnet(n, bottom, *, fcn_release=True, fully_conv=True, dropout_fc=True):
 
     top = bottom
     pools = {}
-    for name, kernel, width, stride, pad, group in ALEXNET_CONVS:
+    for name, kernel, channels, stride, pad, group in ALEXNET_CONVS:
         if name == "conv1" and fcn_release:
             pad = 100
         index = name[len("conv"):]
-        n[name], n[f"relu{index}"] = conv(top, kernel, width, stride, pad, group)
+        n[name], n[f"relu{index}"] = conv(top, kernel, narrow(channels, width), stride, pad, group)
         top = n[f"relu{index}"]
         if name in ALEXNET_POOLED:
             top = _alexnet_pool_norm(n, top, index, pool_first=fcn_release)
             pools[f"pool{index}"] = n[f"pool{index}"]
     out = _fc_layers(n, top, "", fc6_kernel=6, fully_conv=fully_conv,
-                     dropout_fc=dropout_fc, conv_fc=lambda b, k, w: conv(b, k, w))
+                     dropout_fc=dropout_fc, fc_width=narrow(FC_WIDTH, width),
+                     conv_fc=lambda b, k, w: conv(b, k, w))
     return Features(out, pools)
 
 

@@ -28,13 +28,13 @@ class SingleStream:
     tasks: tuple[Task, ...]
     early_fusion: bool = False  # concatenate the image tops into `data` first
 
-    def __call__(self, n, images: dict, deploy: bool):
+    def __call__(self, n, images: dict, deploy: bool, width: float):
         if self.early_fusion:
             n.data = L.Concat(*images.values())
             image = n.data
         else:
             (image,) = images.values()
-        features = self.backbone(n, image, dropout_fc=not deploy)
+        features = self.backbone(n, image, dropout_fc=not deploy, width=width)
         for task in self.tasks:
             score = task.head(n, features, image)
             if not deploy:
@@ -49,10 +49,11 @@ class LateFusion:
     backbone: Callable
     classes: int
 
-    def __call__(self, n, images: dict, deploy: bool):
+    def __call__(self, n, images: dict, deploy: bool, width: float):
         scores = []
         for name, image in images.items():
-            features = self.backbone(n, image, suffix=name, dropout_fc=not deploy)
+            features = self.backbone(n, image, suffix=name, dropout_fc=not deploy,
+                                     width=width)
             scores.append(stream_score(n, features, self.classes, name))
         score = late_fusion(n, scores, self.classes, next(iter(images.values())))
         if not deploy:
@@ -93,24 +94,25 @@ class Model:
     net: Callable
     solver: Solver
 
-    def net_proto(self, split: str | None):
-        """The train / test net for a split, or the deploy net for None."""
+    def net_proto(self, split: str | None, width: float = 1.0):
+        """The train / test net for a split, or the deploy net for None;
+        `width` scales the backbone's channel counts (1: the reference)."""
         n = caffe.NetSpec()
         if split is None:
             input_layer(n, self.dataset)
         else:
             data_layer(n, self.dataset, split)
         images = {name: n[name] for name, _ in self.dataset.image_channels}
-        self.net(n, images, deploy=split is None)
+        self.net(n, images, deploy=split is None, width=width)
         return n.to_proto()
 
-    def prototxts(self) -> dict:
+    def prototxts(self, width: float = 1.0) -> dict:
         """File name -> NetParameter / SolverParameter message."""
         ds = self.dataset
         return {
-            ds.train_file: self.net_proto(ds.train_split),
-            ds.test_file: self.net_proto(ds.test_split),
-            "deploy.prototxt": self.net_proto(None),
+            ds.train_file: self.net_proto(ds.train_split, width),
+            ds.test_file: self.net_proto(ds.test_split, width),
+            "deploy.prototxt": self.net_proto(None, width),
             "solver.prototxt": self.solver.to_proto(ds.train_file, ds.test_file, ds.test_iter),
         }
 
@@ -125,10 +127,10 @@ class BaseNet:
     input_shape: tuple[int, int, int, int]
     net_name: str | None = None
 
-    def prototxts(self) -> dict:
+    def prototxts(self, width: float = 1.0) -> dict:
         n = caffe.NetSpec()
         n.data = L.Input(shape=dict(dim=list(self.input_shape)))
-        self.build(n, n.data)
+        self.build(n, n.data, width)
         proto = n.to_proto()
         if self.net_name:
             proto.name = self.net_name
@@ -136,15 +138,16 @@ class BaseNet:
 
 
 def _vgg16_base(fully_conv):
-    def build(n, image):
-        features = backbones.vgg16(n, image, first_pad=1, fully_conv=fully_conv)
+    def build(n, image, width):
+        features = backbones.vgg16(n, image, first_pad=1, fully_conv=fully_conv, width=width)
         backbones.classifier(n, features, fully_conv=fully_conv)
     return build
 
 
 def _alexnet_base(fully_conv):
-    def build(n, image):
-        features = backbones.alexnet(n, image, fcn_release=False, fully_conv=fully_conv)
+    def build(n, image, width):
+        features = backbones.alexnet(n, image, fcn_release=False, fully_conv=fully_conv,
+                                     width=width)
         backbones.classifier(n, features, fully_conv=fully_conv)
     return build
 

@@ -46,12 +46,13 @@ def write_text_atomically(path: Path, text: str) -> None:
         raise
 
 
-def write_net(net, out_dir: Path) -> list[Path]:
-    """Write every prototxt of `net` (a Model or BaseNet) under out_dir/<name>."""
+def write_net(net, out_dir: Path, width: float = 1.0) -> list[Path]:
+    """Write every prototxt of `net` (a Model or BaseNet) under out_dir/<name>,
+    its backbone narrowed by `width` (1: the reference net)."""
     folder = Path(out_dir) / net.name
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for file_name, message in net.prototxts().items():
+    for file_name, message in net.prototxts(width).items():
         path = folder / file_name
         write_text_atomically(path, to_prototxt(message))
         log.info("wrote %s", path)

@@ -431,3 +431,25 @@ def test_cli_leaves_another_link(tmp_path, caplog):
         assert main(["--out", str(out), "voc-fcn32s"]) == 0
     assert os.readlink(out / "data") == str(elsewhere)
     assert any(f"a link to {elsewhere}" in r.getMessage() for r in caplog.records)
+
+
+def test_width_narrows_the_backbone_only():
+    # 1/16 of VGG16's 64/128/256/512/4096 channels; class scores, upsampling
+    # and the crop offsets (the geometry) stay those of the reference net
+    net = NETS["voc-fcn8s"].prototxts(width=1 / 16)["train.prototxt"]
+    expected = {"conv1_1": 4, "conv2_2": 8, "conv3_3": 16, "conv4_1": 32, "conv5_3": 32,
+                "fc6": 256, "fc7": 256, "score_fr": 21, "score_pool4": 21,
+                "score_pool3": 21, "upscore2": 21, "upscore8": 21}
+    for name, outputs in expected.items():
+        assert layer(net, name).convolution_param.num_output == outputs, name
+    assert crops(net) == {"score_pool4c": [5], "score_pool3c": [9], "score": [31]}
+
+
+def test_width_option_of_the_command(tmp_path):
+    assert main(["--out", str(tmp_path), "--width", "0.5", "vgg16"]) == 0
+    net = caffe_pb2.NetParameter()
+    text_format.Parse((tmp_path / "vgg16" / "deploy.prototxt").read_text(), net)
+    assert layer(net, "conv1_1").convolution_param.num_output == 32
+    assert layer(net, "fc6").inner_product_param.num_output == 2048
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--width", "0", "vgg16"])
