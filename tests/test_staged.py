@@ -19,30 +19,6 @@ WIDTH = 1 / 32
 DATA_LAYERS = Path(__file__).resolve().parents[1] / "data_layers"
 
 
-def narrowed(message, width):
-    """Stand-in for netspec's width multiplier while netspec lacks it: every
-    convolution but the class scores gets `width` times its outputs."""
-    for layer in getattr(message, "layer", []):
-        if layer.type == "Convolution" and not layer.name.startswith("score"):
-            param = layer.convolution_param
-            param.num_output = max(1, round(param.num_output * width))
-    return message
-
-
-@pytest.fixture
-def narrow_nets(monkeypatch):
-    from netspec.models import NETS
-
-    try:
-        NETS["voc-fcn32s"].prototxts(width=WIDTH)
-    except TypeError:  # netspec without `width`: narrow the emitted protos here
-        real = solve_mod._prototxts
-
-        def prototxts(name, width):
-            return {f: narrowed(m, width) for f, m in real(name, None).items()}
-        monkeypatch.setattr(solve_mod, "_prototxts", prototxts)
-
-
 @pytest.fixture
 def python_layers(monkeypatch):
     # the reference prototxts name module "voc_layers"; without an installed
@@ -70,7 +46,7 @@ def weights(path) -> dict[str, list[np.ndarray]]:
     return {layer.name: layer.blobs for layer in read_caffemodel(path)}
 
 
-def test_voc_32s_16s_8s(tmp_path, narrow_nets, python_layers, monkeypatch):
+def test_voc_32s_16s_8s(tmp_path, python_layers, monkeypatch):
     data = tmp_path / "data"
     synthetic.generate(data, seed=1, train=5, val=2, height=40, width=48)
     base = random_base(tmp_path)
