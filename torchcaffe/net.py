@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import OrderedDict
 from typing import Iterable, Sequence
 
@@ -42,6 +43,20 @@ from .upgrade import net_needs_upgrade, upgrade_net_param
 log = logging.getLogger(__name__)
 
 TRAIN, TEST = 0, 1
+
+
+def _unshadow_netspec_layers() -> None:
+    """Importing the layer implementations (the subpackage torchcaffe.layers)
+    binds the package attribute `torchcaffe.layers`, hiding pycaffe's
+    `caffe.layers` (NetSpec's layer factory, a lazy export of the package).
+    Drop that binding so `caffe.layers` means NetSpec's again; imports of the
+    subpackage still resolve through sys.modules."""
+    package = sys.modules["torchcaffe"]
+    if package.__dict__.get("layers") is sys.modules.get("torchcaffe.layers"):
+        del package.layers
+
+
+_unshadow_netspec_layers()
 
 
 # ---------------------------------------------------------------- split insertion
