@@ -160,3 +160,15 @@ def test_no_backward_without_loss_or_force():
     net.forward(data=X)
     assert not net.backward()["data"].any()
     assert not net.params["ip1"][0].diff.any()
+
+
+def test_in_place_blob_diff_is_the_gradient_of_its_first_producer():
+    # data -> ip (W) -> relu in place -> out (ones) with L = sum(out):
+    # the blob 'ip' ends up holding dL/d(ip output) = (ip > 0), as in Caffe
+    net = build(INPUT + ip("ip", "data", 2)
+                + 'layer { name: "relu" type: "ReLU" bottom: "ip" top: "ip" }\n'
+                + ip("out", "ip", 1, 'loss_weight: 1', filler='type: "constant" value: 1'))
+    net.blobs["ip"].diff  # ask for it: kept from the next forward on
+    run(net)
+    pre = X @ net.params["ip"][0].data.T
+    np.testing.assert_array_equal(net.blobs["ip"].diff, (pre > 0).astype(np.float32))

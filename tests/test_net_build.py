@@ -52,6 +52,12 @@ def test_layers_filtered_by_phase_stage_level(tmp_path, phase, level, stages, ex
     assert net.phase == phase
 
 
+def test_net_parameter_keeps_its_own_stages():
+    param = parse_net_text('state { stage: "deploy" }\n' + FILTERED)
+    net = caffe.Net(param, phase=caffe.TEST, level=2)
+    assert real_layers(net) == ["data", "test_only", "deploy_only", "level2", "not_a"]
+
+
 def test_include_and_exclude_together_is_an_error():
     with pytest.raises(LayerError, match="'both'.*either include rules or exclude"):
         build(INPUT_2x3 + 'layer { name: "both" type: "ReLU" bottom: "data" top: "r" '

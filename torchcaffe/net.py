@@ -34,8 +34,7 @@ import torch
 from . import mode
 from .blob import Blob, ParamBlob, SyncedTensor
 from .errors import CaffeError, LayerError
-from . import layers as _register_layers  # noqa: F401  (fills LAYER_TYPES)
-from .layers.base import LAYER_TYPES
+from .layers.base import LAYER_TYPES  # loading the package registers every layer type
 from .proto import caffe_pb2
 from .prototxt import filter_net, net_state, read_net_prototxt
 from .upgrade import net_needs_upgrade, upgrade_net_param
@@ -207,11 +206,11 @@ class Net:
             self._source = f"net '{param.name}'" if param.name else "net parameter"
             if net_needs_upgrade(param):
                 param = upgrade_net_param(param, self._source)
-            state = param.state
-            param.state.CopyFrom(net_state(
-                state.phase if phase is None else phase,
-                state.level if level is None else level, stages or (), base=None))
-            param.state.stage[:0] = list(state.stage)
+            base = caffe_pb2.NetState()
+            base.CopyFrom(param.state)
+            param.state.CopyFrom(net_state(base.phase if phase is None else phase,
+                                           base.level if level is None else level,
+                                           stages or (), base=base))
         else:
             self._source = os.fspath(network_file)
             if phase is None:
@@ -733,7 +732,7 @@ class Net:
         if self._device.type != "cpu":
             for blob in self._learnable:
                 if blob._diff is not None:
-                    blob._diff.device()
+                    blob._diff.device_for_write()  # host edits in; backward writes here
         inputs = None
         if not full:
             inputs = self._backward_inputs(start, end, kept)
