@@ -148,16 +148,6 @@ def point_data_layers(net_param, data_dir: Path) -> None:
         layer.python_param.param_str = repr(settings)
 
 
-def narrow(message, width: float):
-    """Scale every convolution's outputs by `width`, except the class scores
-    (`score*` layers): the fallback while netspec's builders lack `width`."""
-    for layer in getattr(message, "layer", []):
-        if layer.type == "Convolution" and not layer.name.startswith("score"):
-            param = layer.convolution_param
-            param.num_output = max(1, round(param.num_output * width))
-    return message
-
-
 def _prototxts(name: str, width: float | None) -> dict:
     from netspec.models import NETS
 
@@ -165,11 +155,7 @@ def _prototxts(name: str, width: float | None) -> dict:
         raise CaffeError(f"unknown model '{name}' (see python -m netspec --list)")
     if width is None:
         return NETS[name].prototxts()
-    try:
-        return NETS[name].prototxts(width=width)
-    except TypeError:
-        log.info("netspec has no width multiplier: narrowing %s's prototxts here", name)
-        return {f: narrow(m, width) for f, m in NETS[name].prototxts().items()}
+    return NETS[name].prototxts(width=width)
 
 
 def emit_model(name: str, folder: Path, data_dir: Path | None,
