@@ -57,6 +57,12 @@ def write_net(net, out_dir: Path, width: float = 1.0) -> list[Path]:
         write_text_atomically(path, to_prototxt(message))
         log.info("wrote %s", path)
         written.append(path)
+    if hasattr(net, "solver"):  # a trainable model (base nets have none)
+        from solvers.solve import stub_text
+
+        path = folder / "solve.py"
+        write_text_atomically(path, stub_text(net.name))
+        written.append(path)
     return written
 
 

@@ -292,11 +292,16 @@ def test_alexnet_base_nets(protos):
         [6], [1], [1]]
 
 
-def test_cli_writes_the_four_files(tmp_path, capsys):
-    assert main(["--out", str(tmp_path), "voc-fcn8s"]) == 0
+def test_cli_writes_the_four_files_and_a_solve_script(tmp_path, capsys):
+    assert main(["--out", str(tmp_path), "voc-fcn8s", "vgg16"]) == 0
     folder = tmp_path / "voc-fcn8s"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "deploy.prototxt", "solver.prototxt", "train.prototxt", "val.prototxt"]
+        "deploy.prototxt", "solve.py", "solver.prototxt", "train.prototxt", "val.prototxt"]
+    # the model folder's solve.py trains that model in place, like the release's
+    stub = (folder / "solve.py").read_text()
+    compile(stub, "solve.py", "exec")
+    assert '"voc-fcn8s", "--here"' in stub
+    assert sorted(p.name for p in (tmp_path / "vgg16").iterdir()) == ["deploy.prototxt"]
     text = (folder / "train.prototxt").read_text()
     assert "lr_mult: 1\n" in text and "lr_mult: 1.0" not in text  # Caffe-style numbers
     net = text_format.Parse(text, caffe_pb2.NetParameter())
