@@ -37,7 +37,7 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from data_layers.files import write_text
+from torchcaffe.atomic import write_text
 from data_layers.palette import save_label_png
 from data_layers.siftflow_layers import SUBFOLDER as SIFT_SUB
 from data_layers.voc_layers import sbd_segmentation

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from google.protobuf import text_format
+
+from torchcaffe.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +34,6 @@ def to_prototxt(message) -> str:
     return _WHOLE_FLOAT.sub(r"\1", text_format.MessageToString(message))
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename over `path`,
-    so that a reader never sees a half-written prototxt."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_net(net, out_dir: Path, width: float = 1.0) -> list[Path]:
     """Write every prototxt of `net` (a Model or BaseNet) under out_dir/<name>,
     its backbone narrowed by `width` (1: the reference net)."""
@@ -54,14 +42,14 @@ def write_net(net, out_dir: Path, width: float = 1.0) -> list[Path]:
     written = []
     for file_name, message in net.prototxts(width).items():
         path = folder / file_name
-        write_text_atomically(path, to_prototxt(message))
+        write_text(path, to_prototxt(message))
         log.info("wrote %s", path)
         written.append(path)
     if hasattr(net, "solver"):  # a trainable model (base nets have none)
         from solvers.solve import stub_text
 
         path = folder / "solve.py"
-        write_text_atomically(path, stub_text(net.name))
+        write_text(path, stub_text(net.name))
         written.append(path)
     return written
 

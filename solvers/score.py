@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from data_layers.files import write_text
+from torchcaffe.atomic import write_text
 from data_layers.palette import VOC_CLASSES, save_label_png
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from caffe_backend import caffe
-from data_layers.files import write_text
+from torchcaffe.atomic import write_text
 from data_layers.palette import VOC_CLASSES
 from solvers.curves import plot_curves
 from solvers.run_dir import RunDir

@@ -214,7 +214,7 @@ def test_display_shows_iteration_smoothed_loss_and_rate(tmp_path, caplog):
     losses = [2 * ((W0 - 0.01 * k * X) @ X + B0 - 0.02 * k) for k in range(3)]
     text = caplog.text
     assert "Iteration 0, lr = 0.01" in text and "Iteration 2, lr = 0.01" in text
-    assert f"Iteration 0 (" in text
+    assert "Iteration 0 (" in text
     assert f"loss = {losses[0]:.6g}" in text
     assert f"loss = {(losses[0] + losses[1]) / 2:.6g}" in text
     assert f"loss = {(losses[1] + losses[2]) / 2:.6g}" in text

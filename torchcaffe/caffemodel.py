@@ -31,7 +31,8 @@ import numpy as np
 
 from torchcaffe.errors import CaffeError
 from torchcaffe.upgrade import upgrade_net_param, v0_type_to_v1, v1_type_name
-from torchcaffe.wire import (LEN, VARINT, MappedFile, WireError, atomic_output,
+from torchcaffe.atomic import atomic_output
+from torchcaffe.wire import (LEN, VARINT, MappedFile, WireError,
                              encode_blob_field, expect_wire_type, iter_fields, len_prefix,
                              parse_blob, parts_size, read_string)
 

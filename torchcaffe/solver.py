@@ -53,7 +53,7 @@ from .net import TEST, TRAIN, Net
 from .proto import caffe_pb2
 from .prototxt import read_net_prototxt
 from .solverstate import read_solverstate, write_solverstate
-from .wire import atomic_output
+from .atomic import atomic_output
 
 log = logging.getLogger(__name__)
 

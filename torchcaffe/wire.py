@@ -11,10 +11,8 @@ unknown fields, `BlobProto` decoding/encoding and an atomic file writer.
 """
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -332,20 +330,3 @@ def encode_blob_field(number: int, array: np.ndarray) -> list:
     """A BlobProto of `array` as message field `number`: tag, length, blob parts."""
     parts = encode_blob(array)
     return [len_prefix(number, parts_size(parts)), *parts]
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Write to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from torchcaffe.errors import CaffeError
-from weights.files import atomic_path
+from torchcaffe.atomic import atomic_path
 from weights.torch_module import CaffeModule
 
 log = logging.getLogger(__name__)

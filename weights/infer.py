@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from torchcaffe.errors import CaffeError
-from weights.files import atomic_path
+from torchcaffe.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

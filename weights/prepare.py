@@ -18,7 +18,7 @@ from pathlib import Path
 
 from surgery import TransplantReport, transplant
 from torchcaffe.errors import CaffeError
-from weights.files import atomic_path
+from torchcaffe.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
