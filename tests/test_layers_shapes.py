@@ -4,9 +4,9 @@ import pytest
 import torch
 from google.protobuf import text_format
 
-import torchcaffe.layers  # noqa: F401  (registers the built-in types)
+import torchcaffe.layer_types  # noqa: F401  (registers the built-in types)
 from torchcaffe.errors import LayerError
-from torchcaffe.layers.base import LAYER_TYPES
+from torchcaffe.layer_types.base import LAYER_TYPES
 from torchcaffe.proto import caffe_pb2
 
 TRAIN, TEST = 0, 1

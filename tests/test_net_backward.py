@@ -172,3 +172,27 @@ def test_in_place_blob_diff_is_the_gradient_of_its_first_producer():
     run(net)
     pre = X @ net.params["ip"][0].data.T
     np.testing.assert_array_equal(net.blobs["ip"].diff, (pre > 0).astype(np.float32))
+
+
+def test_in_place_relu_without_graph_gives_caffe_values(tmp_path):
+    # a deploy-style net (no loss: nothing records a graph) lets in-place
+    # ReLU overwrite its bottom; the conv blob then holds the ReLU result,
+    # as Caffe's shared blob does, and the sum reads it after the ReLU
+    path = tmp_path / "net.prototxt"
+    path.write_text('''
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 1 dim: 3 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 1 kernel_size: 1 bias_term: false } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "sum" type: "Eltwise" bottom: "conv" bottom: "data" top: "sum" }
+''')
+    import numpy as np
+    import torchcaffe
+
+    net = torchcaffe.Net(str(path), torchcaffe.TEST)
+    net.params["conv"][0].data[...] = 2.0
+    net.blobs["data"].data[...] = np.array([-1.0, 0.5, 3.0]).reshape(1, 1, 1, 3)
+    net.forward()
+    np.testing.assert_array_equal(net.blobs["conv"].data.ravel(), [0.0, 1.0, 6.0])
+    np.testing.assert_array_equal(net.blobs["sum"].data.ravel(), [-1.0, 1.5, 9.0])
+    np.testing.assert_array_equal(net.blobs["data"].data.ravel(), [-1.0, 0.5, 3.0])

@@ -174,3 +174,16 @@ def test_legacy_input_fields_become_an_input_layer():
     assert net.inputs == ["data"]
     assert net.layers[0].type == "Input"
     assert net.blobs["ip"].shape == (1, 2)
+
+
+def test_building_a_net_keeps_pycaffe_layers_as_netspec_factory(tmp_path):
+    # pycaffe's caffe.layers is NetSpec's layer factory; loading the runtime's
+    # layer implementations must not rebind that name
+    import torchcaffe
+
+    path = tmp_path / "net.prototxt"
+    path.write_text('layer { name: "data" type: "Input" top: "data" '
+                    'input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } } }')
+    torchcaffe.Net(str(path), torchcaffe.TEST)
+    assert isinstance(torchcaffe.layers, torchcaffe.net_spec.Layers)
+    assert torchcaffe.layers.ReLU(torchcaffe.layers.Input()).fn.type_name == "ReLU"

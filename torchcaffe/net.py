@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections import OrderedDict
 from typing import Iterable, Sequence
 
@@ -34,7 +33,9 @@ import torch
 from . import mode
 from .blob import Blob, ParamBlob, SyncedTensor
 from .errors import CaffeError, LayerError
-from .layers.base import LAYER_TYPES  # loading the package registers every layer type
+# the implementations live in layer_types/ (not layers/: pycaffe's
+# `caffe.layers` is NetSpec's layer factory); loading it registers them
+from .layer_types.base import LAYER_TYPES
 from .proto import caffe_pb2
 from .prototxt import filter_net, net_state, read_net_prototxt
 from .upgrade import net_needs_upgrade, upgrade_net_param
@@ -42,20 +43,6 @@ from .upgrade import net_needs_upgrade, upgrade_net_param
 log = logging.getLogger(__name__)
 
 TRAIN, TEST = 0, 1
-
-
-def _unshadow_netspec_layers() -> None:
-    """Importing the layer implementations (the subpackage torchcaffe.layers)
-    binds the package attribute `torchcaffe.layers`, hiding pycaffe's
-    `caffe.layers` (NetSpec's layer factory, a lazy export of the package).
-    Drop that binding so `caffe.layers` means NetSpec's again; imports of the
-    subpackage still resolve through sys.modules."""
-    package = sys.modules["torchcaffe"]
-    if package.__dict__.get("layers") is sys.modules.get("torchcaffe.layers"):
-        del package.layers
-
-
-_unshadow_netspec_layers()
 
 
 # ---------------------------------------------------------------- split insertion
@@ -453,9 +440,18 @@ class Net:
         for li in range(len(steps)):
             for tid in top_ids[li]:
                 last_writer[tid] = li
+        writer_before: dict[int, int] = {}
         for li, step in enumerate(steps):
             step.tops_final = all(last_writer[tid] == li for tid in top_ids[li])
             step.bottoms_final = all(last_writer[bid] < li for bid in bottom_ids[li])
+            # an in-place layer may overwrite its bottom's tensor when nothing
+            # else holds it: not a Split top (those alias the split's bottom)
+            bottoms, tops = bottom_ids[li], top_ids[li]
+            if bottoms and tops and bottoms[0] == tops[0]:
+                producer = writer_before.get(bottoms[0])
+                step.impl.overwrite_ok = producer is not None and not steps[producer].is_split
+            for tid in tops:
+                writer_before[tid] = li
 
         self._steps = steps
         self._blobs = blobs

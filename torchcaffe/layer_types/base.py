@@ -38,6 +38,9 @@ class CaffeLayer:
     #: bottoms/tops counts Caffe checks at setup (None: any)
     num_bottoms: int | tuple[int, int] | None = None
     num_tops: int | tuple[int, int] | None = None
+    #: set by the net: this in-place layer may overwrite its bottom tensor
+    #: when no autograd graph is recorded (no other layer reads that tensor)
+    overwrite_ok: bool = False
 
     def __init__(self, param, phase: int):
         self.param = param  # caffe_pb2.LayerParameter

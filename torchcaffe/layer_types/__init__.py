@@ -1,5 +1,5 @@
 """The built-in layer families; importing each registers its Caffe types in
-`torchcaffe.layers.base.LAYER_TYPES`."""
+`torchcaffe.layer_types.base.LAYER_TYPES`."""
 from . import common
 from . import loss
 from . import neuron

@@ -27,10 +27,13 @@ class ReLULayer(_NeuronLayer):
 
     def forward(self, bottoms):
         x = bottoms[0]
+        # in place only without a graph: the in-place blob's diff needs the
+        # producer's output to keep its own autograd node
+        inplace = self.overwrite_ok and not torch.is_grad_enabled()
         if self.negative_slope == 0.0:
-            return [F.relu(x)]
+            return [F.relu(x, inplace=inplace)]
         # Caffe: x > 0 ? x : slope * x (gradient 1 or slope, slope at 0)
-        return [F.leaky_relu(x, self.negative_slope)]
+        return [F.leaky_relu(x, self.negative_slope, inplace=inplace)]
 
 
 @register("Sigmoid")
