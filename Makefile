@@ -14,7 +14,7 @@ BASE_NETS := vgg16 vgg16fcn alexnet alexnetfcn
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m pip install -q -e ".[test]"
+	$(PYTHON) -m pip install -q -e ".[test,export]"
 	@mkdir -p $(dir $@) && touch $@
 
 test: $(STAMP)
