@@ -123,7 +123,9 @@ def _build(phase: str, device: str, which=("runtime", "module")):
     (caffe.set_mode_gpu if device == "cuda" else caffe.set_mode_cpu)()
     net = module = None
     if "runtime" in which:
-        net = caffe.Net(fcn8s_params(phase),
+        # keep_diffs=False as a solver builds its nets: like the module, keep
+        # no intermediate gradients
+        net = caffe.Net(fcn8s_params(phase), keep_diffs=False,
                         phase=caffe.TEST if phase == "deploy" else caffe.TRAIN)
     if "module" in which:
         module = PlainFCN8s().to(device).train(phase == "train")

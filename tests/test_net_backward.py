@@ -196,3 +196,43 @@ layer { name: "sum" type: "Eltwise" bottom: "conv" bottom: "data" top: "sum" }
     np.testing.assert_array_equal(net.blobs["conv"].data.ravel(), [0.0, 1.0, 6.0])
     np.testing.assert_array_equal(net.blobs["sum"].data.ravel(), [-1.0, 1.5, 9.0])
     np.testing.assert_array_equal(net.blobs["data"].data.ravel(), [-1.0, 0.5, 3.0])
+
+
+LOSS_NET = '''
+layer { name: "data" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } shape { dim: 1 dim: 1 dim: 2 dim: 2 } } }
+layer { name: "score" type: "Convolution" bottom: "data" top: "score"
+        convolution_param { num_output: 3 kernel_size: 1
+                            weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss" }
+'''
+
+
+def _softmax_loss_diff(score, label):
+    # Caffe: (softmax - onehot) / number of valid positions (VALID default)
+    e = np.exp(score - score.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    onehot = np.zeros_like(p)
+    np.put_along_axis(onehot, label.astype(int), 1.0, axis=1)
+    return (p - onehot) / label.size
+
+
+@pytest.mark.parametrize("keep_diffs", [True, False])
+def test_intermediate_diffs_kept_as_caffe_or_lean(tmp_path, keep_diffs):
+    import torchcaffe
+
+    path = tmp_path / "net.prototxt"
+    path.write_text(LOSS_NET)
+    net = torchcaffe.Net(str(path), torchcaffe.TRAIN, keep_diffs=keep_diffs)
+    net.blobs["data"].data[...] = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2) / 4
+    net.blobs["label"].data[...] = np.array([0, 1, 2, 1]).reshape(1, 1, 2, 2)
+    net.forward()
+    net.backward()
+    expected = _softmax_loss_diff(net.blobs["score"].data, net.blobs["label"].data)
+    if keep_diffs:  # the default: every diff after the first backward, as Caffe
+        np.testing.assert_allclose(net.blobs["score"].diff, expected, rtol=1e-5, atol=1e-7)
+    else:  # lean (solvers): kept from the first forward after it was read
+        assert not net.blobs["score"].diff.any()
+        net.forward()
+        net.backward()
+        np.testing.assert_allclose(net.blobs["score"].diff, expected, rtol=1e-5, atol=1e-7)

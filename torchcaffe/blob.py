@@ -97,9 +97,9 @@ class Blob:
         self._want_diff = True
         if self._diff_missing:
             self._diff_missing = False
-            log.warning("blob diff was not kept by the last backward (only diffs that were "
-                        "read before are kept, to save memory); it is kept from the next "
-                        "forward on, or build the net with keep_diffs=True")
+            log.warning("blob diff was not kept by the last backward (this net, like a "
+                        "solver's, keeps only the diffs read before, to save memory); it is "
+                        "kept from the next forward on")
         return self._diff_synced().host()
 
     @property

@@ -14,11 +14,11 @@ Caffe) and lets autograd compute param gradients, which accumulate in the
 params' diffs until cleared; a blob consumed by several layers gets the sum of
 their gradients because its Split tops alias it.
 
-Blob diffs of intermediate activations are not kept by default (keeping them
-all would hold a second activation-sized copy of the net in memory): the
-diffs of the net's inputs and outputs always are, and an intermediate blob's
-diff is kept from the first forward after someone read it (`blob.diff`), or
-for every blob when the net is built with `keep_diffs=True`.
+Every blob's diff is kept after backward, as in Caffe (`keep_diffs=True`,
+the default). Solvers build their nets with `keep_diffs=False`, which keeps
+only the diffs of the net's inputs and outputs and saves an activation-sized
+copy of the net in memory; there an intermediate blob's diff is kept from
+the first forward after someone read it (`blob.diff`).
 """
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ class Net:
 
     def __init__(self, network_file, *args, phase: int | None = None,
                  weights: str | os.PathLike | None = None, level: int | None = None,
-                 stages: Iterable[str] | None = None, keep_diffs: bool = False):
+                 stages: Iterable[str] | None = None, keep_diffs: bool = True):
         phase, weights = _parse_net_args(args, phase, weights)
         if isinstance(network_file, caffe_pb2.NetParameter):
             param = caffe_pb2.NetParameter()

@@ -205,7 +205,7 @@ class SGDSolver:
         state.MergeFrom(net_param.state)
         state.MergeFrom(p.train_state)
         net_param.state.CopyFrom(state)
-        return Net(net_param)
+        return Net(net_param, keep_diffs=False)  # lean: see torchcaffe.net
 
     def _test_nets(self) -> list[Net]:
         p = self.param
@@ -235,7 +235,7 @@ class SGDSolver:
                 state.MergeFrom(p.test_state[i])
             net_param.state.CopyFrom(state)
             log.info("Creating test net (#%d)", i)
-            nets.append(Net(net_param))
+            nets.append(Net(net_param, keep_diffs=False))
         return nets
 
     def _group_decays(self) -> list[tuple[float, list[int]]]:
