@@ -1,4 +1,5 @@
-"""The data layers against hand-made fixtures in each dataset's real layout.
+"""The data layers against hand-made fixtures in each dataset's real layout
+(written by `dataset_fixtures`).
 
 Every fixture image has its own label values, so the sequence of labels a
 layer produces tells which ids it read, in which order.
@@ -18,10 +19,12 @@ from data_layers.nyud_layers import NYUDSegDataLayer
 from data_layers.pascalcontext_layers import PASCALContextSegDataLayer
 from data_layers.siftflow_layers import SIFTFlowSegDataLayer
 from data_layers.voc_layers import SBDDSegDataLayer, VOCSegDataLayer
+from dataset_fixtures import (
+    H, SIFTFLOW_SUBFOLDER, VOC_IDS, W, solid_rgb, write_context, write_nyud, write_sbd, write_siftflow, write_voc,
+)
 from torchcaffe.errors import CaffeError
 
 VOC_MEAN = (104.00699, 116.66877, 122.67892)
-H, W = 4, 5
 
 
 class FakeBlob:
@@ -50,33 +53,7 @@ def step(layer, tops) -> list[np.ndarray]:
     return [t.data.copy() for t in tops]
 
 
-def solid_rgb(value: int) -> np.ndarray:
-    """An H x W RGB image whose channels differ (R > G > B) and vary a little per pixel."""
-    ramp = np.arange(H * W, dtype=np.uint8).reshape(H, W)
-    return np.stack([200 + ramp, 100 + ramp, 10 + value + ramp], axis=-1).astype(np.uint8)
-
-
-# -- PASCAL VOC / SBD fixtures ------------------------------------------------------
-
-VOC_IDS = ["2008_000001", "2008_000002", "2008_000003", "2008_000004", "2008_000005"]
-
-
-def write_voc(root: Path, ids=VOC_IDS) -> Path:
-    voc = root / "VOC2011"
-    (voc / "JPEGImages").mkdir(parents=True)
-    (voc / "SegmentationClass").mkdir()
-    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
-    for k, image_id in enumerate(ids, 1):
-        Image.fromarray(solid_rgb(k)).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=100)
-        label = np.full((H, W), k, dtype=np.uint8)
-        label[0, :] = 255  # a void border row
-        png = Image.fromarray(label)
-        png.putpalette([c for i in range(256) for c in (i, 255 - i, i // 2)])
-        png.save(voc / "SegmentationClass" / f"{image_id}.png")
-    for split in ("train", "seg11valid"):
-        (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
-    return voc
-
+# -- PASCAL VOC / SBD ---------------------------------------------------------------
 
 def voc_params(voc: Path, split: str, **extra) -> dict:
     return {"voc_dir": str(voc), "split": split, "mean": VOC_MEAN, "seed": 1337, **extra}
@@ -204,20 +181,6 @@ def test_prefetch_reports_a_missing_image_by_id(tmp_path):
         step(layer, tops)
 
 
-def write_sbd(root: Path, ids=VOC_IDS[:3]) -> Path:
-    sbd = root / "dataset"
-    (sbd / "img").mkdir(parents=True)
-    (sbd / "cls").mkdir()
-    for k, image_id in enumerate(ids, 1):
-        Image.fromarray(solid_rgb(k)).save(sbd / "img" / f"{image_id}.jpg", quality=100)
-        seg = np.full((H, W), k, dtype=np.uint8)
-        seg[1, 1] = 0
-        scipy.io.savemat(sbd / "cls" / f"{image_id}.mat",
-                         {"GTcls": {"Segmentation": seg, "CategoriesPresent": np.array([k])}})
-    (sbd / "train.txt").write_text("\n".join(ids) + "\n")
-    return sbd
-
-
 def test_sbdd_reads_gtcls_segmentation(tmp_path):
     sbd = write_sbd(tmp_path)
     params = {"sbdd_dir": str(sbd), "split": "train", "mean": VOC_MEAN, "seed": 1337}
@@ -241,22 +204,6 @@ def test_sbdd_mat_without_gtcls_is_named(tmp_path):
 
 
 # -- NYUDv2 --------------------------------------------------------------------------
-
-
-def write_nyud(root: Path) -> Path:
-    nyud = root / "nyud"
-    for sub in ("data/images", "data/depth", "data/hha", "segmentation"):
-        (nyud / sub).mkdir(parents=True)
-    for k, image_id in enumerate(["5001", "5002"], 1):
-        Image.fromarray(solid_rgb(k)).save(nyud / "data" / "images" / f"img_{image_id}.png")
-        Image.fromarray(solid_rgb(k)[:, :, ::-1].copy()).save(nyud / "data" / "hha" / f"img_{image_id}.png")
-        depth = (np.arange(H * W, dtype=np.int32).reshape(H, W) * 100 + 500 * k).astype(np.uint16)
-        Image.fromarray(depth).save(nyud / "data" / "depth" / f"img_{image_id}.png")
-        seg = np.full((H, W), 10 * k, dtype=np.uint16)
-        seg[0, 0], seg[0, 1], seg[0, 2] = 0, 1, 40
-        scipy.io.savemat(nyud / "segmentation" / f"img_{image_id}.mat", {"segmentation": seg})
-    (nyud / "test.txt").write_text("5001\n5002\n")
-    return nyud
 
 
 def test_nyud_color_depth_hha_label(tmp_path):
@@ -302,29 +249,12 @@ def test_nyud_zero_depth_is_refused_not_minus_inf(tmp_path):
 
 # -- SIFT Flow -------------------------------------------------------------------------
 
-SUB = "spatial_envelope_256x256_static_8outdoorcategories"
-
-
-def write_siftflow(root: Path) -> Path:
-    sf = root / "sift-flow"
-    for sub in ("Images", "SemanticLabels", "GeoLabels"):
-        (sf / sub / SUB).mkdir(parents=True)
-    image_id = "coast_arnat59"
-    Image.fromarray(solid_rgb(0)).save(sf / "Images" / SUB / f"{image_id}.jpg", quality=100)
-    sem = np.array([[0, 1, 2, 33, 17]] * H, dtype=np.float64)
-    geo = np.array([[-1, 0, 1, 2, 3]] * H, dtype=np.int16)
-    scipy.io.savemat(sf / "SemanticLabels" / SUB / f"{image_id}.mat", {"S": sem})
-    scipy.io.savemat(sf / "GeoLabels" / SUB / f"{image_id}.mat", {"S": geo})
-    (sf / "test.txt").write_text(f"{image_id}\n")
-    return sf
-
-
 def test_siftflow_data_sem_geo(tmp_path):
     sf = write_siftflow(tmp_path)
     layer, tops = make_layer(SIFTFlowSegDataLayer, {"siftflow_dir": str(sf), "split": "test"}, 3)
     data, sem, geo = step(layer, tops)
     assert data.shape == (1, 3, H, W) and sem.shape == geo.shape == (1, 1, H, W)
-    rgb = np.array(Image.open(sf / "Images" / SUB / "coast_arnat59.jpg")).astype(np.float32)
+    rgb = np.array(Image.open(sf / "Images" / SIFTFLOW_SUBFOLDER / "coast_arnat59.jpg")).astype(np.float32)
     np.testing.assert_array_equal(data[0, 0], rgb[:, :, 2] - np.float32(114.578))
     np.testing.assert_array_equal(data[0, 2], rgb[:, :, 0] - np.float32(108.353))
     assert sem[0, 0, 0].tolist() == [255, 0, 1, 32, 16]
@@ -334,27 +264,6 @@ def test_siftflow_data_sem_geo(tmp_path):
 
 
 # -- PASCAL-Context ----------------------------------------------------------------------
-
-
-def write_context(root: Path) -> tuple[Path, Path]:
-    voc = root / "pascal" / "VOC2010"
-    (voc / "JPEGImages").mkdir(parents=True)
-    (voc / "ImageSets" / "Main").mkdir(parents=True)
-    ctx = root / "pascal-context"
-    (ctx / "trainval").mkdir(parents=True)
-    # the full list numbers classes from 1; three names differ from the task file's
-    (ctx / "labels.txt").write_text(
-        "1: accordion\n2: aeroplane\n3: air conditioner\n4: table\n5: bedclothes\n6: cloth\n7: sky\n8: potted plant\n"
-    )
-    (ctx / "59_labels.txt").write_text(
-        "1: aeroplane\n2: diningtable\n3: bedcloth\n4: clothes\n5: sky\n6: pottedplant\n"
-    )
-    image_id = "2008_000002"
-    Image.fromarray(solid_rgb(3)).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=100)
-    codes = np.array([[0, 1, 2, 3, 4], [5, 6, 7, 8, 400], [2, 2, 2, 2, 2], [7, 7, 7, 7, 7]], dtype=np.uint16)
-    scipy.io.savemat(ctx / "trainval" / f"{image_id}.mat", {"LabelMap": codes})
-    (voc / "ImageSets" / "Main" / "val.txt").write_text(f"{image_id}\n")
-    return root / "pascal", ctx
 
 
 def test_pascalcontext_maps_full_labels_to_the_59_task(tmp_path):
