@@ -14,7 +14,8 @@ For every stage the driver
    from the previous stage's final weights; then bilinear kernels in the
    upsampling layers (layer names containing 'up'), as the release does;
 4. trains for `--iters` (default: the solver's max_iter) at the solver's
-   own base_lr, scoring with the test net every `--test-interval`
+   own base_lr (times `--lr-scale`, default 1, which keeps the stages'
+   ratios: for nets and inputs far smaller than the reference's), scoring with the test net every `--test-interval`
    iterations and at the end, keeping `best.caffemodel` (highest mean IU)
    and `final.caffemodel`, and a final snapshot for resuming.
 
@@ -159,17 +160,38 @@ def _prototxts(name: str, width: float | None) -> dict:
 
 
 def emit_model(name: str, folder: Path, data_dir: Path | None,
-               width: float | None = None) -> Path:
-    """Write `name`'s prototxts (data dirs under `data_dir`) and solve.py stub."""
+               width: float | None = None, lr_scale: float = 1.0) -> Path:
+    """Write `name`'s prototxts (data dirs under `data_dir`, the solver's
+    base_lr times `lr_scale`) and solve.py stub."""
     from netspec.writer import to_prototxt
 
+    if not (math.isfinite(lr_scale) and lr_scale > 0):
+        raise CaffeError(f"--lr-scale must be a positive number, got {lr_scale}")
     folder.mkdir(parents=True, exist_ok=True)
     for file_name, message in _prototxts(name, width).items():
         if data_dir is not None and hasattr(message, "layer"):
             point_data_layers(message, data_dir)
+        if hasattr(message, "base_lr"):
+            message.base_lr *= lr_scale
         write_text(folder / file_name, to_prototxt(message))
     write_text(folder / "solve.py", stub_text(name))
     return folder
+
+
+@contextlib.contextmanager
+def console_around_bars() -> Iterator[None]:
+    """Print the console's log lines around the progress bars (tqdm's
+    logging_redirect_tqdm) at the console handler's own level. Without a
+    console handler on the root logger nothing is printed, as before."""
+    root = logging.getLogger()
+    console = [h for h in root.handlers if type(h) is logging.StreamHandler
+               and h.stream in (sys.stdout, sys.stderr)]
+    if not console:
+        yield
+        return
+    with logging_redirect_tqdm():
+        root.handlers[-1].setLevel(console[0].level)  # the handler tqdm put in its place
+        yield
 
 
 @contextlib.contextmanager
@@ -192,6 +214,7 @@ class StageOptions:
     save_predictions: str = "final"   # all, final or none
     width: float | None = None
     resume: Path | None = None
+    lr_scale: float = 1.0   # multiplies every stage's solver base_lr
 
 
 @dataclass
@@ -369,10 +392,10 @@ def run_chain(model: str, run_root: Path, stages: str | None = None,
     results: list[StageResult] = []
     document = {"model": model, "stages": {}}
     step_offset = 0
-    with run.logging_to_file(), logging_redirect_tqdm():
+    with run.logging_to_file(), console_around_bars():
         for index, name in enumerate(names):
             folder = run.root if here else emit_model(name, run.stage_dir(name), data_dir,
-                                                      opts.width)
+                                                      opts.width, opts.lr_scale)
             if index == 0:
                 init = weights
                 if here and init is None and chain.index(name) > 0:
@@ -412,6 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "net, e.g. vgg16-fcn.caffemodel; later stages: the previous "
                              "stage's caffemodel)")
     parser.add_argument("--width", type=float, help="channel width multiplier (tests, demos)")
+    parser.add_argument("--lr-scale", type=float, default=1.0,
+                        help="multiply every stage's base_lr (ratios kept) for nets or "
+                             "inputs much smaller than the reference's (default 1)")
     parser.add_argument("--out", type=Path, help="run directory (default runs/<model>)")
     parser.add_argument("--resume", type=Path, help="a .solverstate of the first stage")
     parser.add_argument("--here", action="store_true",
@@ -419,13 +445,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    if args.here and args.lr_scale != 1.0:
+        parser.error("--lr-scale applies to the model folders the driver writes; with "
+                     "--here edit base_lr in this folder's solver.prototxt")
     try:
         if args.gpu is not None:
             caffe.set_device(args.gpu)
             caffe.set_mode_gpu()
         opts = StageOptions(iters=args.iters, test_interval=args.test_interval,
                             test_images=args.test_images, save_predictions=args.save_predictions,
-                            width=args.width, resume=args.resume)
+                            width=args.width, resume=args.resume, lr_scale=args.lr_scale)
         if args.here:
             root, data_dir = Path.cwd(), None
         else:

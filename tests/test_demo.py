@@ -1,0 +1,149 @@
+"""The built-in demo end to end (--quick), and the driver hooks it relies on:
+the learning-rate scale and console logging around the progress bars."""
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+from PIL import Image
+
+from data_layers.palette import voc_palette
+from solvers import demo, solve
+from torchcaffe.errors import CaffeError
+from torchcaffe.proto import caffe_pb2
+
+REFERENCE_LRS = (1e-10, 1e-12, 1e-14)  # voc-fcn32s / 16s / 8s in the FCN release
+STAGES = ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s")
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    """Two --quick demos with the same seed, in different folders."""
+    threads = torch.get_num_threads()
+    outs = [tmp_path_factory.mktemp(f"demo{i}") / "out" for i in range(2)]
+    try:
+        for out in outs:
+            assert demo.main(["--quick", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return outs
+
+
+def read_solver(path: Path):
+    param = caffe_pb2.SolverParameter()
+    text_format.Parse(path.read_text(), param)
+    return param
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in markdown.splitlines() if line.startswith("| FCN-")]
+
+
+def test_results_table(quick_runs):
+    out = quick_runs[0]
+    document = json.loads((out / "results.json").read_text())
+    rows = document["stages"]
+    assert [r["model"] for r in rows] == list(STAGES)
+    for row in rows:
+        assert row["iters"] == demo.QUICK.iters
+        for key, _ in demo.METRICS:
+            assert 0.0 <= row[key] <= 100.0, (row["model"], key)
+    # results.md carries the same table: 3 stage rows, 4 metrics in [0, 100]
+    md_rows = table_rows((out / "results.md").read_text())
+    assert [r[0] for r in md_rows] == ["FCN-32s", "FCN-16s", "FCN-8s"]
+    for md, row in zip(md_rows, rows):
+        metrics = [float(v) for v in md[3:]]
+        assert len(metrics) == 4 and all(0.0 <= v <= 100.0 for v in metrics)
+        assert metrics == pytest.approx([row[k] for k, _ in demo.METRICS], abs=0.051)
+
+
+def test_rates_are_the_references_scaled_and_100x_apart(quick_runs):
+    out = quick_runs[0]
+    rows = json.loads((out / "results.json").read_text())["stages"]
+    lrs = [row["lr"] for row in rows]
+    # solver.prototxt base_lr is a float32 field, hence rel 1e-6
+    for lr, reference in zip(lrs, REFERENCE_LRS):
+        assert lr == pytest.approx(reference * demo.QUICK.lr_scale, rel=1e-6)
+    assert lrs[0] / lrs[1] == pytest.approx(100.0, rel=1e-6)
+    assert lrs[1] / lrs[2] == pytest.approx(100.0, rel=1e-6)
+    for name, lr in zip(STAGES, lrs):
+        solver = read_solver(out / "run" / name / "solver.prototxt")
+        assert solver.base_lr == pytest.approx(lr, rel=1e-7)
+        # the rest of the reference solver is untouched
+        assert solver.momentum == pytest.approx(0.99)
+        assert solver.weight_decay == pytest.approx(0.0005)
+        assert solver.lr_policy == "fixed"
+    train = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    seen = {m["stage"]: m["lr"] for m in train if m["kind"] == "train"}
+    assert seen == dict(zip(STAGES, lrs))
+    # the loss really is the unnormalized one
+    net = (out / "run" / "voc-fcn8s" / "train.prototxt").read_text()
+    assert re.search(r"loss_param\s*{[^}]*normalize: false", net)
+
+
+def test_overlays_and_curves(quick_runs):
+    out = quick_runs[0]
+    config, scale, gap, header = demo.QUICK, 3, 4, 16
+    columns, rows = 5, config.overlays  # image, truth, 32s, 16s, 8s
+    sheet = Image.open(out / "overlays.png")
+    tile_w, tile_h = config.width * scale, config.height * scale
+    assert sheet.size == (columns * tile_w + (columns - 1) * gap,
+                          header + rows * tile_h + (rows - 1) * gap)
+    # the ground-truth tile of the first row is the label PNG in VOC colours
+    voc = out / "data" / "pascal" / "VOC2011"
+    first = (voc / "ImageSets" / "Segmentation" / "seg11valid.txt").read_text().split()[0]
+    label = np.array(Image.open(voc / "SegmentationClass" / f"{first}.png"))
+    tile = np.array(sheet.convert("RGB"))[header:header + tile_h, tile_w + gap:2 * tile_w + gap]
+    np.testing.assert_array_equal(tile[::scale, ::scale], voc_palette()[label])
+    curves = Image.open(out / "curves.png")
+    assert curves.format == "PNG" and curves.size == (900, 600)
+
+
+def test_same_seed_same_results(quick_runs):
+    first, second = (json.loads((out / "results.json").read_text()) for out in quick_runs)
+    assert first == second
+
+
+def test_console_shows_warnings_not_info(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    try:
+        demo.main(["--quick", "--out", str(tmp_path / "out"), "--iters", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    captured = capsys.readouterr()
+    assert "| FCN-8s |" in captured.out
+    assert "INFO" not in captured.err
+    assert "Iteration" in (tmp_path / "out" / "run" / "train.log").read_text()
+
+
+def test_console_around_bars_keeps_the_console_level(capsys):
+    root = logging.getLogger()
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING)
+    root.addHandler(console)
+    previous = root.level
+    root.setLevel(logging.INFO)
+    try:
+        with solve.console_around_bars():
+            logging.getLogger("solvers.test").info("quiet line")
+            logging.getLogger("solvers.test").warning("loud line")
+    finally:
+        root.removeHandler(console)
+        root.setLevel(previous)
+    err = capsys.readouterr().err
+    assert "loud line" in err and "quiet line" not in err
+
+
+def test_lr_scale_is_checked(tmp_path):
+    with pytest.raises(CaffeError, match="lr-scale"):
+        solve.emit_model("voc-fcn32s", tmp_path / "m", None, width=1 / 32, lr_scale=0.0)
+    solve.emit_model("voc-fcn16s", tmp_path / "m", None, width=1 / 32, lr_scale=250.0)
+    assert read_solver(tmp_path / "m" / "solver.prototxt").base_lr == pytest.approx(
+        1e-12 * 250.0, rel=1e-6)
+    with pytest.raises(SystemExit):
+        solve.main(["voc-fcn8s", "--here", "--lr-scale", "10"])
