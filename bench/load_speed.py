@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from bench.timing import best_seconds
 from torchcaffe.caffemodel import read_caffemodel, write_caffemodel
 from torchcaffe.proto import caffe_pb2
 
@@ -70,15 +70,6 @@ def vgg16_blobs(seed: int = 0) -> dict[str, list[np.ndarray]]:
             for name, shape in VGG16_PARAMS.items()}
 
 
-def _best_time(fn, repeats: int = REPEATS) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def _read_bytes(path: Path) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -126,18 +117,18 @@ def run(device: str) -> list[dict]:
         path = Path(tmp) / "vgg16.caffemodel"
         net, blobs = vgg16_net(), vgg16_blobs()
         floats = sum(a.size for arrays in blobs.values() for a in arrays)
-        t_write = _best_time(lambda: write_caffemodel(path, net, blobs), 2)
+        t_write = best_seconds(lambda: write_caffemodel(path, net, blobs), 2)
         del blobs
         size_mb = path.stat().st_size / 2**20
         label = f"VGG16 caffemodel ({floats / 1e6:.0f}M floats, {size_mb:.0f} MiB)"
         log.info("load_speed: wrote %s in %.2f s", label, t_write)
 
         data = _read_bytes(path)  # warm the page cache; every timing below is warm
-        t_raw_write = _best_time(lambda: _write_raw(Path(tmp) / "raw.bin", data), 2)
+        t_raw_write = best_seconds(lambda: _write_raw(Path(tmp) / "raw.bin", data), 2)
         del data
-        t_raw = _best_time(lambda: _read_bytes(path))
-        t_floor = _best_time(lambda: _read_into_array(path))
-        t_read = _best_time(lambda: read_caffemodel(path))
+        t_raw = best_seconds(lambda: _read_bytes(path), REPEATS)
+        t_floor = best_seconds(lambda: _read_into_array(path), REPEATS)
+        t_read = best_seconds(lambda: read_caffemodel(path), REPEATS)
         rows = [
             {"metric": f"read_caffemodel, {label}", "value": t_read, "unit": "s",
              "baseline": "read the file's bytes into one numpy buffer",
@@ -146,14 +137,14 @@ def run(device: str) -> list[dict]:
              "baseline": "read the file's bytes (open().read())", "baseline_value": t_raw},
         ]
         if device != "cpu":
-            t_dev = _best_time(lambda: _load_to_device(path, device))
+            t_dev = best_seconds(lambda: _load_to_device(path, device), REPEATS)
             rows.append({"metric": f"read_caffemodel + copy params to {device}, {label}",
                          "value": t_dev, "unit": "s",
                          "baseline": "read the file's bytes into one numpy buffer",
                          "baseline_value": t_floor})
             return rows
         log.info("load_speed: naive protobuf decode (slow, timed once)")
-        t_naive = _best_time(lambda: _naive_decode(path), 1)
+        t_naive = best_seconds(lambda: _naive_decode(path), 1)
         rows += [
             {"metric": f"read_caffemodel, {label}", "value": t_read, "unit": "s",
              "baseline": "protobuf ParseFromString + np.array(list(blob.data))",

@@ -7,11 +7,11 @@ x 500 scores on the device + fast_hist) in images per second.
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
 
+from bench.timing import best_seconds
 from solvers.score import fast_hist
 
 N_CLASSES = 21
@@ -26,15 +26,6 @@ def _naive_hist(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     return hist
 
 
-def _best_ms(fn, repeats: int = REPEATS) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
-
-
 def run(device: str) -> list[dict]:
     rng = np.random.RandomState(0)
     truth = rng.randint(0, N_CLASSES, (SIZE, SIZE)).astype(np.uint8)
@@ -43,16 +34,17 @@ def run(device: str) -> list[dict]:
     assert (fast_hist(truth, pred, N_CLASSES) == _naive_hist(truth, pred, N_CLASSES)).all()
     rows = []
     if device == "cpu":  # the histogram itself is host work whatever the device
+        fast = best_seconds(lambda: fast_hist(truth, pred, N_CLASSES), REPEATS)
+        naive = best_seconds(lambda: _naive_hist(truth, pred, N_CLASSES), REPEATS)
         rows.append({"metric": "fast_hist 500x500, 21 classes", "unit": "ms",
-                     "value": _best_ms(lambda: fast_hist(truth, pred, N_CLASSES)),
-                     "baseline": "np.add.at confusion matrix",
-                     "baseline_value": _best_ms(lambda: _naive_hist(truth, pred, N_CLASSES))})
+                     "value": fast * 1e3, "baseline": "np.add.at confusion matrix",
+                     "baseline_value": naive * 1e3})
     scores = torch.from_numpy(rng.randn(N_CLASSES, SIZE, SIZE).astype(np.float32)).to(device)
 
     def score_one():
         labels = scores.argmax(0).cpu().numpy()
         fast_hist(truth, labels, N_CLASSES)
-    ms = _best_ms(score_one)
+    ms = best_seconds(score_one, REPEATS) * 1e3
     rows.append({"metric": "scoring (argmax + fast_hist) per 500x500 image", "unit": "img/s",
                  "value": 1e3 / ms, "baseline": None, "baseline_value": None})
     return rows

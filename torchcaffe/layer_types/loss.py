@@ -16,6 +16,15 @@ FLT_MIN = 1.1754943508222875e-38
 _FULL, _VALID, _BATCH_SIZE, _NONE = 0, 1, 2, 3
 
 
+def _check_label_count(layer: CaffeLayer, shape, label_shape) -> None:
+    """One label per prediction: outer x inner of the scores around the axis."""
+    if math.prod(label_shape) != layer.outer * layer.inner:
+        raise layer.error(
+            f"label count {math.prod(label_shape)} (shape {list(label_shape)}) must equal the "
+            f"number of predictions {layer.outer * layer.inner} (scores {list(shape)}, "
+            f"axis {layer.axis})")
+
+
 @register("Softmax")
 class SoftmaxLayer(CaffeLayer):
     num_bottoms = 1
@@ -97,11 +106,7 @@ class SoftmaxWithLossLayer(CaffeLayer):
         shape, label_shape = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         self.axis = canonical_axis(self, self.param.softmax_param.axis, len(shape))
         self.outer, self.classes, self.inner = _split_axis(shape, self.axis)
-        if math.prod(label_shape) != self.outer * self.inner:
-            raise self.error(
-                f"label count {math.prod(label_shape)} (shape {list(label_shape)}) must equal the "
-                f"number of predictions {self.outer * self.inner} (scores {list(shape)}, axis {self.axis})"
-            )
+        _check_label_count(self, shape, label_shape)
         tops = [()]
         if len(self.param.top) > 1:
             tops.append(shape)
@@ -162,11 +167,7 @@ class AccuracyLayer(CaffeLayer):
         self.outer, self.classes, self.inner = _split_axis(shape, self.axis)
         if self.top_k > self.classes:
             raise self.error(f"top_k {self.top_k} exceeds the {self.classes} classes")
-        if math.prod(label_shape) != self.outer * self.inner:
-            raise self.error(
-                f"label count {math.prod(label_shape)} (shape {list(label_shape)}) must equal the "
-                f"number of predictions {self.outer * self.inner} (scores {list(shape)}, axis {self.axis})"
-            )
+        _check_label_count(self, shape, label_shape)
         tops = [()]
         if len(self.param.top) > 1:
             tops.append((self.classes,))
