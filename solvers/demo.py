@@ -4,15 +4,19 @@
 
 1. Data: the synthetic VOC2011 + SBD layout set (`data_layers.synthetic`)
    under `<out>/data`.
-2. Base net: no ILSVRC weights exist offline, so the demo makes a stand-in
-   for them the way Caffe would have started ILSVRC training: the narrow
-   VGG16 *classifier* (InnerProduct fc6 / fc7 / fc8) with MSRA (He) weight
-   fillers and zero biases, drawn by Caffe's seeded RNG
-   (`<out>/base/vgg16/init.prototxt`), then cast to the fully convolutional
-   form by the same code as `python -m weights prepare-base vgg16`
-   (`weights.prepare.cast_to_fcn`, i.e. `surgery.transplant`), giving
-   `<out>/base/vgg16-fcn.caffemodel`. It carries no learned features: the
-   backbone learns its features during the 32s stage.
+2. Base net: no ILSVRC weights exist offline. The demo makes the narrow
+   VGG16 *classifier* (InnerProduct fc6 / fc7 / fc8) with MSRA (He) weights
+   and zero biases drawn by Caffe's seeded RNG (`<out>/base/vgg16/
+   init.prototxt`), casts it to the fully convolutional form with the code
+   of `python -m weights prepare-base vgg16` (`weights.prepare.cast_to_fcn`,
+   i.e. `surgery.transplant`), then pretrains it from scratch on a separate
+   synthetic set (`<out>/data-pretrain`, other seeds) as an FCN-8s with a
+   normalized loss and Adam, and keeps conv1_1 .. fc7 only
+   (`<out>/base/vgg16-fcn.caffemodel`). Why pretrain: from the random
+   backbone, the 32s stage with the reference solver learned nothing but
+   background at any rate tried (1e-10 to 1e-5) in the time a demo has; ILSVRC features are what the reference
+   recipe fine-tunes, and this is their stand-in. Every score layer of the
+   staged nets still starts from zero, as in the reference.
 3. Staged fine-tuning 32s -> 16s -> 8s with the reference nets (narrowed by
    a width multiplier) and the reference solvers (unnormalized pixel-sum
    loss, momentum 0.99, weight decay 5e-4, each stage at exactly 1/100 of
@@ -20,13 +24,13 @@
    absolute rate is scaled (`--lr-scale`, every stage alike): see LR_SCALE.
 4. Results under `<out>/`: `results.md` / `results.json` (the paper's
    table: pixel accuracy, mean accuracy, mean IU, f.w. IU per stage, plus
-   what each skip branch contributes to the fused score), `overlays.png`
-   (image | ground truth | 32s | 16s | 8s for a few val images, VOC
-   palette), `curves.png` (training loss and val mean IU over the three
+   how many labels each skip branch decides), `overlays.png` (image |
+   ground truth | 32s | 16s | 8s for a few val images, VOC palette), `curves.png` (training loss and val mean IU over the three
    stages); the full run (prototxts, weights, logs) under `<out>/run/`.
 
-Everything is seeded and runs on one CPU thread, so the same command gives
-the same table.
+Everything is seeded and torch runs on one CPU thread (`--threads`): the
+same command gives the same files, and on a busy 2-core machine two
+threads made each step up to ~40x slower.
 """
 from __future__ import annotations
 
@@ -34,7 +38,6 @@ import argparse
 import importlib
 import importlib.metadata
 import importlib.util
-import json
 import logging
 import math
 import shutil
@@ -51,7 +54,7 @@ from tqdm import tqdm
 from caffe_backend import caffe
 from data_layers import synthetic
 from data_layers.files import save_image
-from data_layers.palette import VOC_CLASSES, VOID, voc_palette
+from data_layers.palette import VOID, voc_palette
 from solvers.curves import plot_curves
 from solvers.score import write_json
 from torchcaffe.atomic import write_text
@@ -78,7 +81,7 @@ class DemoConfig:
     iters: int          # iterations per stage
     test_interval: int  # seg tests every N iterations (and at each stage's end)
     lr_scale: float     # every stage's reference base_lr times this
-    overlays: int       # val images shown in overlays.png
+    overlays: int       # val images in overlays.png (those with the most object pixels)
     pretrain: int       # scenes of the separate pretraining set
     pretrain_iters: int
 
@@ -99,7 +102,7 @@ LR_SCALE_NOTE = ("x10 to x300 left every stage predicting background within 1000
 PRETRAIN_LR = 1e-3
 PRETRAIN_SEED = 10**6  # added to --seed: the pretraining scenes are not the demo's
 DEFAULT = DemoConfig(train=40, val=12, height=64, width=80, net_width=1 / 16, iters=1000,
-                     test_interval=100, lr_scale=LR_SCALE, overlays=4, pretrain=40,
+                     test_interval=100, lr_scale=LR_SCALE, overlays=6, pretrain=40,
                      pretrain_iters=500)
 QUICK = DemoConfig(train=4, val=2, height=40, width=48, net_width=1 / 32, iters=4,
                    test_interval=2, lr_scale=LR_SCALE, overlays=2, pretrain=4,
@@ -304,6 +307,12 @@ def findings(rows: Sequence[dict], features: dict[str, dict]) -> str:
         ties = [f"{b} = {a}" for a, b, x, y in zip(names, names[1:], ius, ius[1:]) if x == y]
         text.append("8s >= 16s >= 32s holds only with ties (" + ", ".join(ties) +
                     "): the finer stage added nothing measurable.")
+    classes = sorted({k for r in rows for k in r["per_class_iu"]} - {"background"})
+    found = [k for k in classes if any(r["per_class_iu"].get(k) for r in rows)]
+    missed = [k for k in classes if k not in found]
+    if missed:
+        text.append(f"Object classes found at some stage: {', '.join(found) or 'none'}; never "
+                    f"found (IU 0 at every stage): {', '.join(missed)}.")
     base, after = features["base"], features["after_32s"]
     if rows and _objects_missed(rows[0]):
         grid = " x ".join(map(str, base["fc7"]["shape"]))
@@ -352,7 +361,8 @@ def write_results(out: Path, config: DemoConfig, rows: list[dict], base: str,
         f"{LR_SCALE_NOTE}.", "", f"Base net: {base}.", "",
         "Scores (percent) of each stage's final weights on the held-out split:", "",
         table, "", summary, "",
-        "Files: overlays.png (image | ground truth | 32s | 16s | 8s), curves.png "
+        f"Files: overlays.png (image | ground truth | 32s | 16s | 8s, for the {config.overlays} "
+        "held-out scenes with the most object pixels), curves.png "
         "(training loss and held-out mean IU), run/ (prototxts, weights, logs).", ""]))
     return table, summary
 
@@ -361,6 +371,20 @@ def write_results(out: Path, config: DemoConfig, rows: list[dict], base: str,
 
 def _label_rgb(label: np.ndarray) -> np.ndarray:
     return voc_palette()[label]
+
+
+def _voc_label(data_dir: Path, image_id: str) -> np.ndarray:
+    return np.array(Image.open(data_dir / "pascal" / "VOC2011" / "SegmentationClass"
+                               / f"{image_id}.png"))
+
+
+def most_objects(data_dir: Path, ids: Sequence[str], count: int) -> list[str]:
+    """The `count` ids whose ground truth has the most object pixels (ties in
+    id order): chosen from the labels alone, never from the predictions."""
+    def object_pixels(image_id):
+        label = _voc_label(data_dir, image_id)
+        return int(((label != 0) & (label != VOID)).sum())
+    return sorted(ids, key=lambda i: -object_pixels(i))[:count]
 
 
 def overlay_sheet(data_dir: Path, ids: Sequence[str], predictions: Sequence[Path],
@@ -372,7 +396,7 @@ def overlay_sheet(data_dir: Path, ids: Sequence[str], predictions: Sequence[Path
     rows = []
     for image_id in ids:
         tiles = [np.array(Image.open(voc / "JPEGImages" / f"{image_id}.jpg").convert("RGB")),
-                 _label_rgb(np.array(Image.open(voc / "SegmentationClass" / f"{image_id}.png")))]
+                 _label_rgb(_voc_label(data_dir, image_id))]
         tiles += [_label_rgb(np.array(Image.open(folder / f"{image_id}.png")))
                   for folder in predictions]
         rows.append(tiles)
@@ -424,7 +448,7 @@ def run_demo(out: Path, config: DemoConfig, seed: int = 0) -> dict:
                         lr_scale=config.lr_scale)
     results = run_chain(CHAIN[-1], out / "run", weights=base, data_dir=(out / "data").resolve(),
                         opts=opts)
-    images = min(config.val, 4)
+    images = config.val  # every held-out scene: objects are few and small
     rows = []
     for result in tqdm(results, desc="skip effects", unit="stage"):
         row = stage_row(result)
@@ -436,7 +460,7 @@ def run_demo(out: Path, config: DemoConfig, seed: int = 0) -> dict:
                 "after_32s": blob_stats(results[0].folder / "val.prototxt", results[0].final,
                                         FEATURES, images)}
     table, summary = write_results(out, config, rows, base_description(config, seed), features)
-    shown = splits["val"][:config.overlays]
+    shown = most_objects(out / "data", splits["val"], config.overlays)
     folders = [r.folder / f"predictions-iter{r.iters}" for r in results]
     save_image(out / "overlays.png", overlay_sheet(
         out / "data", shown, folders,
@@ -448,7 +472,8 @@ def run_demo(out: Path, config: DemoConfig, seed: int = 0) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m solvers.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default demo)")
+    parser.add_argument("--out", type=Path, default=Path("demo"),
+                        help="output folder (default demo)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data, weights, dropout")
     parser.add_argument("--quick", action="store_true",
                         help="a few iterations on a tiny set (for CI)")

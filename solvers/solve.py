@@ -14,8 +14,9 @@ For every stage the driver
    from the previous stage's final weights; then bilinear kernels in the
    upsampling layers (layer names containing 'up'), as the release does;
 4. trains for `--iters` (default: the solver's max_iter) at the solver's
-   own base_lr (times `--lr-scale`, default 1, which keeps the stages'
-   ratios: for nets and inputs far smaller than the reference's), scoring with the test net every `--test-interval`
+   own base_lr (times `--lr-scale`, default 1: one factor for every
+   stage, so their ratios stay; for nets and inputs far smaller than the
+   reference's), scoring with the test net every `--test-interval`
    iterations and at the end, keeping `best.caffemodel` (highest mean IU)
    and `final.caffemodel`, and a final snapshot for resuming.
 

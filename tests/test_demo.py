@@ -96,8 +96,11 @@ def test_overlays_and_curves(quick_runs):
                           header + rows * tile_h + (rows - 1) * gap)
     # the ground-truth tile of the first row is the label PNG in VOC colours
     voc = out / "data" / "pascal" / "VOC2011"
-    first = (voc / "ImageSets" / "Segmentation" / "seg11valid.txt").read_text().split()[0]
-    label = np.array(Image.open(voc / "SegmentationClass" / f"{first}.png"))
+    val = (voc / "ImageSets" / "Segmentation" / "seg11valid.txt").read_text().split()
+    labels = {i: np.array(Image.open(voc / "SegmentationClass" / f"{i}.png")) for i in val}
+    objects = {i: np.count_nonzero((v > 0) & (v < 255)) for i, v in labels.items()}
+    first = max(val, key=lambda i: (objects[i], -val.index(i)))  # most objects, first on ties
+    label = labels[first]
     tile = np.array(sheet.convert("RGB"))[header:header + tile_h, tile_w + gap:2 * tile_w + gap]
     np.testing.assert_array_equal(tile[::scale, ::scale], voc_palette()[label])
     curves = Image.open(out / "curves.png")
