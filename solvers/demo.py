@@ -91,14 +91,12 @@ class DemoConfig:
 # stage. A 64 x 80 scene has ~50x fewer loss terms (per pixel, the reference
 # rate is ~50x here) and the demo has 100x fewer iterations; LR_SCALE
 # multiplies all three rates alike, so the stages keep the reference's exact
-# 1/100 steps. Tried on the default set (per stage 200-1000 iterations):
-# x10 to x300 leave every stage predicting background; x1e3 trains (below);
-# x1e4 makes the 32s stage shrink pool5 to zero, after which 16s cannot
-# learn even at a 10x higher rate; x1e5 diverges (NaN) in the 32s stage.
+# 1/100 steps. What the other scales did on the default set: see the note.
 LR_SCALE = 1e3
-LR_SCALE_NOTE = ("x10 to x300 left every stage predicting background within 1000 iterations; "
-                 "x1e4 made the 32s stage shrink pool5 to zero, after which 16s could not "
-                 "learn even at a 10x higher rate; x1e5 diverged (NaN) in the 32s stage")
+LR_SCALE_NOTE = ("at x10 to x300 the 32s stage still labelled everything background after 600 "
+                 "iterations (at x1e3 it first finds objects after ~700); at x1e4 1000 32s "
+                 "iterations drove pool5 to zero, and 16s from there learned nothing in 300 "
+                 "iterations even at 10x its rate; at x1e5 the 32s stage diverged (NaN)")
 PRETRAIN_LR = 1e-3
 PRETRAIN_SEED = 10**6  # added to --seed: the pretraining scenes are not the demo's
 DEFAULT = DemoConfig(train=40, val=12, height=64, width=80, net_width=1 / 16, iters=1000,
