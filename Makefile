@@ -9,7 +9,7 @@ MODELS := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet \
           pascalcontext-fcn32s pascalcontext-fcn16s pascalcontext-fcn8s
 BASE_NETS := vgg16 vgg16fcn alexnet alexnetfcn
 
-.PHONY: install test nets proto bench $(MODELS) $(BASE_NETS)
+.PHONY: install test demo nets proto bench $(MODELS) $(BASE_NETS)
 
 install: $(STAMP)
 
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
+
+# The main job on the built-in default: synthetic VOC-layout data, narrow
+# reference nets, staged 32s -> 16s -> 8s on CPU; results under demo/.
+demo: $(STAMP)
+	$(PYTHON) -m solvers.demo
 
 # All reference nets and base nets under models/<name>/.
 nets: $(STAMP)
