@@ -426,6 +426,7 @@ def _voc_layers_importable() -> None:
 def run_demo(out: Path, config: DemoConfig, seed: int = 0) -> dict:
     from solvers.solve import StageOptions, run_chain
 
+    out = Path(out).resolve()  # stages run inside their model folders
     out.mkdir(parents=True, exist_ok=True)
     if (out / "run").exists():  # its metrics.jsonl would grow across runs
         log.warning("replacing the previous run in %s", out / "run")

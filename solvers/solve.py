@@ -386,7 +386,13 @@ def run_chain(model: str, run_root: Path, stages: str | None = None,
               weights: Path | None = None, data_dir: Path | None = None,
               opts: StageOptions | None = None, here: bool = False) -> list[StageResult]:
     """Train the stages of `model`'s chain; returns each stage's result."""
+    # every stage runs inside its model folder: fix the user's relative paths first
+    run_root = Path(run_root).resolve()
+    weights = Path(weights).resolve() if weights is not None else None
+    data_dir = Path(data_dir).resolve() if data_dir is not None else None
     opts = opts or StageOptions()
+    if opts.resume is not None:
+        opts = StageOptions(**{**opts.__dict__, "resume": Path(opts.resume).resolve()})
     run = RunDir(run_root)
     names = [model] if here else stage_chain(model, stages)
     chain = stage_chain(model)

@@ -112,10 +112,13 @@ def test_same_seed_same_results(quick_runs):
     assert first == second
 
 
-def test_console_shows_warnings_not_info(tmp_path, capsys):
+def test_console_shows_warnings_not_info(tmp_path, capsys, monkeypatch):
+    # a relative --out, as `make demo` gives it: the stages run inside their
+    # model folders, so every path must survive the change of directory
+    monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
     try:
-        demo.main(["--quick", "--out", str(tmp_path / "out"), "--iters", "2"])
+        demo.main(["--quick", "--out", "out", "--iters", "2"])
     finally:
         torch.set_num_threads(threads)
     captured = capsys.readouterr()
