@@ -93,13 +93,14 @@ def voc(data_root: str = "../data") -> Dataset:
     )
 
 
+_SIFT_FLOW_SOURCE = Source("SIFTFlowSegDataLayer", (
+    ("siftflow_dir", "../data/sift-flow"), ("seed", SEED), ("split", None)))
+
 SIFT_FLOW = Dataset(
     name="siftflow",
     module="siftflow_layers",
-    train=Source("SIFTFlowSegDataLayer", (
-        ("siftflow_dir", "../data/sift-flow"), ("seed", SEED), ("split", None))),
-    test=Source("SIFTFlowSegDataLayer", (
-        ("siftflow_dir", "../data/sift-flow"), ("seed", SEED), ("split", None))),
+    train=_SIFT_FLOW_SOURCE,
+    test=_SIFT_FLOW_SOURCE,
     train_split="trainval",
     test_split="test",
     tops=("data", "sem", "geo"),
