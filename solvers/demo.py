@@ -57,6 +57,8 @@ from data_layers.files import save_image
 from data_layers.palette import VOID, voc_palette
 from solvers.curves import plot_curves
 from solvers.score import write_json
+from solvers.solve import (StageOptions, parse_iters, point_data_layers, run_chain,
+                           stage_iters, working_directory)
 from torchcaffe.atomic import write_text
 from torchcaffe.errors import CaffeError
 
@@ -78,7 +80,7 @@ class DemoConfig:
     height: int         # scene size in pixels
     width: int
     net_width: float    # channel multiplier of the VGG16 backbone
-    iters: int          # iterations per stage
+    iters: int | tuple[int, ...]  # iterations of every stage, or 32s / 16s / 8s
     test_interval: int  # seg tests every N iterations (and at each stage's end)
     lr_scale: float     # every stage's reference base_lr times this
     overlays: int       # val images in overlays.png (those with the most object pixels)
@@ -172,7 +174,6 @@ def pretrain_base(folder: Path, deploy: Path, weights: Path, data_dir: Path, wid
     with a per-pixel normalized loss and Adam: a from-scratch recipe, in
     place of ILSVRC training. Its score layers are then discarded; what is
     saved has the layers of `deploy` (vgg16fcn)."""
-    from solvers.solve import point_data_layers, working_directory
     from surgery import interp, transplant
 
     work = folder / "pretrain"
@@ -348,11 +349,12 @@ def write_results(out: Path, config: DemoConfig, rows: list[dict], base: str,
                 "findings": summary}
     write_json(out / "results.json", document)
     lrs = " / ".join(f"{r['lr']:.3g}" for r in rows)
+    iters = " / ".join(str(r["iters"]) for r in rows)
     write_text(out / "results.md", "\n".join([
         "# FCN demo: staged 32s -> 16s -> 8s on the synthetic set", "",
         f"{config.train} training / {config.val} held-out scenes of {config.height} x "
         f"{config.width} pixels; VGG16 backbone at width {config.net_width:g}; "
-        f"{config.iters} iterations per stage at learning rates {lrs} (the reference's "
+        f"{iters} iterations (32s / 16s / 8s) at learning rates {lrs} (the reference's "
         f"1e-10 / 1e-12 / 1e-14 times {config.lr_scale:g}; unnormalized loss, momentum "
         "0.99, weight decay 5e-4). The scale makes up for ~50x fewer loss terms per image "
         f"and ~100x fewer iterations than the reference; of the default's scales tried, "
@@ -424,8 +426,6 @@ def _voc_layers_importable() -> None:
 
 
 def run_demo(out: Path, config: DemoConfig, seed: int = 0) -> dict:
-    from solvers.solve import StageOptions, run_chain
-
     out = Path(out).resolve()  # stages run inside their model folders
     out.mkdir(parents=True, exist_ok=True)
     if (out / "run").exists():  # its metrics.jsonl would grow across runs
@@ -476,14 +476,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of data, weights, dropout")
     parser.add_argument("--quick", action="store_true",
                         help="a few iterations on a tiny set (for CI)")
-    parser.add_argument("--iters", type=int, help="iterations per stage (override)")
+    parser.add_argument("--iters", help="iterations of every stage, or per stage as "
+                                        "32s,16s,8s (e.g. 1800,900,300) (override)")
     parser.add_argument("--lr-scale", type=float, help=f"override the rate scale ({LR_SCALE:g})")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: reproducible, and fastest on a "
                              "busy machine)")
     args = parser.parse_args(argv)
-    if args.iters is not None and args.iters < 1 or args.threads < 1:
-        parser.error("--iters and --threads must be at least 1")
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    try:
+        iters = None if args.iters is None else stage_iters(parse_iters(args.iters), CHAIN)
+    except CaffeError as exc:
+        parser.error(str(exc))
     # the console gets warnings and the progress bars; the run's train.log gets everything
     console = logging.StreamHandler()
     console.setLevel(logging.WARNING)
@@ -491,9 +496,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = logging.getLogger()
     root.addHandler(console)
     config = QUICK if args.quick else DEFAULT
-    if args.iters is not None:
-        config = replace(config, iters=args.iters, test_interval=min(config.test_interval,
-                                                                     args.iters))
+    if iters is not None:
+        config = replace(config, iters=iters[0] if len(set(iters)) == 1 else tuple(iters),
+                         test_interval=min(config.test_interval, *iters))
     if args.lr_scale is not None:
         config = replace(config, lr_scale=args.lr_scale)
     import torch

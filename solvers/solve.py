@@ -13,8 +13,9 @@ For every stage the driver
    e.g. vgg16-fcn.caffemodel) by `surgery.transplant`; every later model
    from the previous stage's final weights; then bilinear kernels in the
    upsampling layers (layer names containing 'up'), as the release does;
-4. trains for `--iters` (default: the solver's max_iter) at the solver's
-   own base_lr (times `--lr-scale`, default 1: one factor for every
+4. trains for `--iters` (default: the solver's max_iter; one count for
+   every stage, or a comma list with one per stage run, e.g. 1800,900,300)
+   at the solver's own base_lr (times `--lr-scale`, default 1: one factor for every
    stage, so their ratios stay; for nets and inputs far smaller than the
    reference's), scoring with the test net every `--test-interval`
    iterations and at the end, keeping `best.caffemodel` (highest mean IU)
@@ -209,7 +210,8 @@ def working_directory(folder: Path) -> Iterator[None]:
 
 @dataclass
 class StageOptions:
-    iters: int | None = None
+    # one count for every stage, or one per stage run (see stage_iters)
+    iters: int | tuple[int, ...] | None = None
     test_interval: int = 4000
     test_images: int | None = None
     save_predictions: str = "final"   # all, final or none
@@ -382,6 +384,31 @@ def _seg_tests(solver, test_net, data, start_state, ids, name, folder, run, opts
 
 # ---------------------------------------------------------------- the chain
 
+def parse_iters(text: str) -> int | tuple[int, ...]:
+    """`--iters`: '1000' (every stage) or '1800,900,300' (one per stage)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        counts = [int(p) for p in parts]
+    except ValueError:
+        raise CaffeError(f"--iters: '{text}' is not a whole number or a comma list of "
+                         "them (e.g. 1000 or 1800,900,300)") from None
+    if any(c < 1 for c in counts):
+        raise CaffeError(f"--iters: every count must be at least 1, got '{text}'")
+    return counts[0] if len(counts) == 1 else tuple(counts)
+
+
+def stage_iters(iters: int | Sequence[int] | None, names: Sequence[str]) -> list[int | None]:
+    """Each stage's iteration count (None: its solver's max_iter)."""
+    if iters is None or isinstance(iters, int):
+        return [iters] * len(names)
+    counts = list(iters)
+    if len(counts) != len(names):
+        raise CaffeError(f"--iters: {len(counts)} counts ({','.join(map(str, counts))}) for "
+                         f"{len(names)} stages ({', '.join(names)}); give one count for every "
+                         "stage or one per stage")
+    return counts
+
+
 def run_chain(model: str, run_root: Path, stages: str | None = None,
               weights: Path | None = None, data_dir: Path | None = None,
               opts: StageOptions | None = None, here: bool = False) -> list[StageResult]:
@@ -393,8 +420,9 @@ def run_chain(model: str, run_root: Path, stages: str | None = None,
     opts = opts or StageOptions()
     if opts.resume is not None:
         opts = StageOptions(**{**opts.__dict__, "resume": Path(opts.resume).resolve()})
-    run = RunDir(run_root)
     names = [model] if here else stage_chain(model, stages)
+    iters = stage_iters(opts.iters, names)  # checked before anything is written
+    run = RunDir(run_root)
     chain = stage_chain(model)
     results: list[StageResult] = []
     document = {"model": model, "stages": {}}
@@ -411,7 +439,8 @@ def run_chain(model: str, run_root: Path, stages: str | None = None,
             else:
                 init = results[-1].final
             from_base = chain.index(name) == 0 and init is not None and index == 0
-            stage_opts = opts if index == 0 else StageOptions(**{**opts.__dict__, "resume": None})
+            stage_opts = StageOptions(**{**opts.__dict__, "iters": iters[index],
+                                         "resume": opts.resume if index == 0 else None})
             log.info("stage %d/%d: %s (init: %s)", index + 1, len(names), name,
                      init or "fillers")
             result = train_stage(name, folder, run, init, from_base, stage_opts, step_offset)
@@ -429,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model", help="model to reach, e.g. voc-fcn8s (its chain is trained)")
     parser.add_argument("--stages", help="part of the chain, e.g. 32s,16s,8s or 16s,8s")
     parser.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
-    parser.add_argument("--iters", type=int, help="iterations per stage (default: max_iter)")
+    parser.add_argument("--iters", help="iterations of every stage (e.g. 1000), or one count "
+                                        "per stage run (e.g. 1800,900,300); default: max_iter")
     parser.add_argument("--test-interval", type=int, default=4000,
                         help="seg tests every N iterations and at the end (default 4000)")
     parser.add_argument("--test-images", type=int, help="score only the first N test images")
@@ -459,7 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.gpu is not None:
             caffe.set_device(args.gpu)
             caffe.set_mode_gpu()
-        opts = StageOptions(iters=args.iters, test_interval=args.test_interval,
+        iters = parse_iters(args.iters) if args.iters is not None else None
+        opts = StageOptions(iters=iters, test_interval=args.test_interval,
                             test_images=args.test_images, save_predictions=args.save_predictions,
                             width=args.width, resume=args.resume, lr_scale=args.lr_scale)
         if args.here:

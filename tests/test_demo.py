@@ -153,3 +153,21 @@ def test_lr_scale_is_checked(tmp_path):
         1e-12 * 250.0, rel=1e-6)
     with pytest.raises(SystemExit):
         solve.main(["voc-fcn8s", "--here", "--lr-scale", "10"])
+
+
+def test_per_stage_iters(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    try:
+        assert demo.main(["--quick", "--out", str(tmp_path / "out"), "--iters", "3,2,1"]) == 0
+        with pytest.raises(SystemExit) as exit_info:
+            demo.main(["--quick", "--out", str(tmp_path / "bad"), "--iters", "3,2"])
+    finally:
+        torch.set_num_threads(threads)
+    assert exit_info.value.code == 2
+    assert "2 counts (3,2) for 3 stages (voc-fcn32s, voc-fcn16s, voc-fcn8s)" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "bad").exists()
+    document = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["iters"] for row in document["stages"]] == [3, 2, 1]
+    assert document["config"]["test_interval"] == 1  # no stage may skip its tests
+    assert "3 / 2 / 1 iterations (32s / 16s / 8s)" in (tmp_path / "out" / "results.md").read_text()
