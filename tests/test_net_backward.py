@@ -236,3 +236,26 @@ def test_intermediate_diffs_kept_as_caffe_or_lean(tmp_path, keep_diffs):
         net.forward()
         net.backward()
         np.testing.assert_allclose(net.blobs["score"].diff, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_backward_keyword_diffs_must_name_the_outputs(tmp_path):
+    import torchcaffe
+
+    path = tmp_path / "net.prototxt"
+    path.write_text('''force_backward: true
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } } }
+layer { name: "score" type: "Convolution" bottom: "data" top: "score"
+        convolution_param { num_output: 3 kernel_size: 1 bias_term: false
+                            weight_filler { type: "gaussian" std: 1 } } }
+''')
+    net = torchcaffe.Net(str(path), torchcaffe.TRAIN)
+    net.forward()
+    with pytest.raises(CaffeError, match="do not match the net outputs"):
+        net.backward(other=np.zeros((1, 3, 2, 2), np.float32))
+    with pytest.raises(CaffeError, match="batch size"):
+        net.backward(score=np.zeros((2, 3, 2, 2), np.float32))
+    # a diff given for the output reaches the input: score = w * data, 1x1
+    w = net.params["score"][0].data.reshape(3)
+    top = np.ones((1, 3, 2, 2), np.float32)
+    diffs = net.backward(score=top)
+    np.testing.assert_allclose(diffs["data"], np.full((1, 1, 2, 2), w.sum()), rtol=1e-6)

@@ -544,16 +544,22 @@ class Net:
             end_ind = len(self._steps) - 1
             outputs = set(self.outputs + blobs)
         if kwargs:
-            if set(kwargs) != set(self.inputs):
-                raise CaffeError(f"forward(): input arguments {sorted(kwargs)} do not match "
-                                 f"the net inputs {sorted(self.inputs)}")
-            for name, value in kwargs.items():
-                if value.shape[0] != self.blobs[name].shape[0]:
-                    raise CaffeError(f"forward(): input '{name}' has batch size "
-                                     f"{value.shape[0]}, the blob {self.blobs[name].shape[0]}")
-                self.blobs[name].data[...] = value
+            self._set_arrays("forward", "data", kwargs, self.inputs)
         self._forward(start_ind, end_ind)
         return {out: self.blobs[out].data for out in outputs}
+
+    def _set_arrays(self, call: str, field: str, arrays: dict, expected: list[str]) -> None:
+        """pycaffe's keyword arrays of forward() / backward(): every net input
+        (output) by name, each with the blob's batch size, copied into the
+        blob's data (diff)."""
+        if set(arrays) != set(expected):
+            raise CaffeError(f"{call}(): arguments {sorted(arrays)} do not match the net "
+                             f"{'inputs' if call == 'forward' else 'outputs'} {sorted(expected)}")
+        for name, value in arrays.items():
+            if value.shape[0] != self.blobs[name].shape[0]:
+                raise CaffeError(f"{call}(): '{name}' has batch size {value.shape[0]}, "
+                                 f"the blob {self.blobs[name].shape[0]}")
+            getattr(self.blobs[name], field)[...] = value
 
     def backward(self, diffs: Sequence[str] | None = None, start: str | None = None,
                  end: str | None = None, **kwargs) -> dict[str, np.ndarray]:
@@ -570,14 +576,7 @@ class Net:
             end_ind = 0
             outputs = set(self.inputs + diffs)
         if kwargs:
-            if set(kwargs) != set(self.outputs):
-                raise CaffeError(f"backward(): diff arguments {sorted(kwargs)} do not match "
-                                 f"the net outputs {sorted(self.outputs)}")
-            for name, value in kwargs.items():
-                if value.shape[0] != self.blobs[name].shape[0]:
-                    raise CaffeError(f"backward(): diff '{name}' has batch size "
-                                     f"{value.shape[0]}, the blob {self.blobs[name].shape[0]}")
-                self.blobs[name].diff[...] = value
+            self._set_arrays("backward", "diff", kwargs, self.outputs)
         for name in diffs:
             self.blobs[name]._want_diff = True
         self._backward(start_ind, end_ind)
