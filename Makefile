@@ -1,7 +1,24 @@
 # Every target installs what it needs first (torch==2.13.0 is pinned in
 # pyproject.toml: the CPU build where only that is offered, CUDA elsewhere).
-PYTHON ?= python3
-STAMP  := .make/installed
+#
+# Which Python: the active virtualenv (or conda env) when make runs inside
+# one; otherwise a project virtualenv in .venv, made on first use with
+# $(BASE_PYTHON). System Pythons are often "externally managed" and refuse
+# pip installs, so we never install into one.
+BASE_PYTHON ?= python3
+VENV        := .venv
+
+ACTIVE_ENV := $(shell $(BASE_PYTHON) -c 'import os, sys; print(int(sys.prefix != sys.base_prefix or os.environ.get("CONDA_PREFIX") == sys.prefix))' 2>/dev/null)
+ifeq ($(ACTIVE_ENV),1)
+PYTHON ?= $(BASE_PYTHON)
+else
+PYTHON ?= $(VENV)/bin/python
+endif
+
+# The install stamp is keyed by the interpreter (its path and version), so
+# switching to another Python or venv installs into that one.
+PYKEY := $(shell $(BASE_PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.argv[1].encode()).hexdigest()[:12])' "$(abspath $(PYTHON))" 2>/dev/null)
+STAMP := .make/installed-$(PYKEY)
 
 MODELS := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet \
           nyud-fcn32s-color nyud-fcn32s-hha nyud-fcn32s-color-d nyud-fcn32s-color-hha \
@@ -9,13 +26,24 @@ MODELS := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet \
           pascalcontext-fcn32s pascalcontext-fcn16s pascalcontext-fcn8s
 BASE_NETS := vgg16 vgg16fcn alexnet alexnetfcn
 
-.PHONY: install test demo nets proto bench $(MODELS) $(BASE_NETS)
+.PHONY: install test demo nets proto bench which-python $(MODELS) $(BASE_NETS)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
+	@$(BASE_PYTHON) -m venv $(VENV) || { \
+	  echo "error: '$(BASE_PYTHON) -m venv' failed; on Debian/Ubuntu install the venv module (apt install python3-venv), or activate a virtualenv of your own and run make again" >&2; \
+	  rm -rf $(VENV); exit 1; }
+	@$(VENV)/bin/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(if $(filter 1,$(ACTIVE_ENV)),,$(VENV)/bin/python)
+	@echo "installing the project and its dependencies into $(abspath $(PYTHON))"
 	$(PYTHON) -m pip install -q -e ".[test,export]"
-	@mkdir -p $(dir $@) && touch $@
+	@mkdir -p $(dir $@) && $(PYTHON) -c 'import sys; print(sys.executable, sys.version.split()[0])' > $@
+
+# Which interpreter the targets use.
+which-python:
+	@echo $(abspath $(PYTHON))
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
@@ -35,7 +63,7 @@ $(MODELS) $(BASE_NETS): $(STAMP)
 
 # Regenerate torchcaffe/proto/caffe_pb2.py from caffe.proto with the pinned
 # generator (grpcio-tools bundles protoc).
-proto:
+proto: $(STAMP)
 	$(PYTHON) -m pip install -q "grpcio-tools==1.85.1"
 	$(PYTHON) -m grpc_tools.protoc -I torchcaffe/proto --python_out=torchcaffe/proto torchcaffe/proto/caffe.proto
 
