@@ -7,3 +7,4 @@ from . import vision
 from . import python
 from . import structure
 from . import index
+from . import recurrent
