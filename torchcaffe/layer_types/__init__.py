@@ -3,5 +3,6 @@
 from . import common
 from . import loss
 from . import neuron
+from . import normalization
 from . import vision
 from . import python
