@@ -32,6 +32,7 @@ class BatchNormLayer(CaffeLayer):
             self.phase == _TEST)
         self.moving_average_fraction = float(p.moving_average_fraction)
         self.eps = float(p.eps)
+        self.writes_blobs = not self.use_global_stats
         self.channels = shape[1]
         self.blobs = [torch.zeros(self.channels), torch.zeros(self.channels), torch.zeros(1)]
         # as Caffe: absent param specs become lr_mult 0; given ones must say 0
