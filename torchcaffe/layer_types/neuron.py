@@ -100,6 +100,19 @@ class ELULayer(_NeuronLayer):
         return [F.elu(bottoms[0], self.alpha)]
 
 
+class _ConstantFunction(torch.autograd.Function):
+    """A constant of the input's shape; backward writes zeros to the
+    bottom diff, as Caffe's Power does when it ignores its input."""
+
+    @staticmethod
+    def forward(ctx, x, value: float):
+        return torch.full_like(x, value)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return torch.zeros_like(grad_y), None
+
+
 class _PowerFunction(torch.autograd.Function):
     """y = (shift + scale * x) ** power with Caffe's backward, which forms
     the derivative from the output: diff_scale * y / (shift + scale * x)
@@ -150,9 +163,8 @@ class PowerLayer(_NeuronLayer):
     def forward(self, bottoms):
         x = bottoms[0]
         if self.power * self.scale == 0:
-            # the output ignores the input (and its gradient is 0)
             value = 1.0 if self.power == 0 else math.pow(self.shift, self.power)
-            return [torch.full_like(x, value)]
+            return [_ConstantFunction.apply(x, value)]
         if self.power == 1:
             return [_affine(x, self.scale, self.shift)]
         return [_PowerFunction.apply(x, self.power, self.scale, self.shift)]
