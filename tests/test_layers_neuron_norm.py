@@ -170,6 +170,11 @@ def test_prelu_per_channel_default_and_filler():
     torch.testing.assert_close(layer.blobs[0], torch.full((2,), -1.0))
     with pytest.raises(LayerError, match="at least 2 axes"):
         make_layer('type: "PReLU"', [(4,)])
+    with pytest.raises(LayerError, match="more than the 4 axes"):
+        make_layer('type: "PReLU"', [(1, 2, 1, 1, 3)])
+    layer, _ = make_layer('type: "PReLU"', [(1, 3, 2)])
+    with pytest.raises(LayerError, match="bottom has 2 channels, the slopes 3"):
+        layer.reshape([(1, 2, 2)])
 
 
 def test_prelu_in_place_matches_the_separate_top():

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .. import fillers
 from .base import CaffeLayer, register
-from .common import is_in_place
+from .common import is_in_place, legacy_shape
 
 _TRAIN = 0
 
@@ -274,23 +274,25 @@ class PReLULayer(_NeuronLayer):
 
     def setup(self, bottom_shapes, generator):
         p = self.param.prelu_param
-        shape = bottom_shapes[0]
-        if len(shape) < 2:
-            raise self.error(f"needs a bottom with at least 2 axes, got shape {list(shape)}")
         self.channel_shared = p.channel_shared
-        self.channels = shape[1]
+        self.channels = self._channels(bottom_shapes[0])
         slope_shape = () if self.channel_shared else (self.channels,)
         if p.HasField("filler"):
             self.blobs = [fillers.fill(p.filler, slope_shape, generator)]
         else:
             self.blobs = [torch.full(slope_shape, 0.25, dtype=torch.float32)]
 
-    def reshape(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
+    def _channels(self, shape) -> int:
+        """Axis 1, read as Caffe's legacy channels() (so at most 4 axes)."""
         if len(shape) < 2:
             raise self.error(f"needs a bottom with at least 2 axes, got shape {list(shape)}")
-        if not self.channel_shared and shape[1] != self.channels:
-            raise self.error(f"bottom has {shape[1]} channels, the slopes {self.channels}")
+        return legacy_shape(self, shape, "bottom")[1]
+
+    def reshape(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        channels = self._channels(shape)
+        if not self.channel_shared and channels != self.channels:
+            raise self.error(f"bottom has {channels} channels, the slopes {self.channels}")
         self._slope_view = (1,) if self.channel_shared else (self.channels,) + (1,) * (len(shape) - 2)
         return [shape]
 
