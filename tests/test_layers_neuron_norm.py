@@ -33,13 +33,15 @@ def power(params: str) -> str:
 @pytest.mark.parametrize("params, value", [
     ("power: 0 scale: 3 shift: 2", 1.0),   # power 0: always 1
     ("power: 2 scale: 0 shift: 3", 9.0),   # scale 0: shift ** power
+    ("power: 0.5 scale: 0 shift: -1", math.nan),
+    ("power: -1 scale: 0 shift: 0", math.inf),
 ])
 def test_power_that_ignores_its_input_is_constant_with_zero_gradient(params, value):
     net = net_from("force_backward: true\n" + input_layer("data", 3)
                    + f'layer {{ name: "p" {power(params)} bottom: "data" top: "y" }}\n')
     net.blobs["data"].data[...] = [-1.0, 0.0, 2.5]
     net.forward()
-    np.testing.assert_array_equal(net.blobs["y"].data, np.full(3, value))
+    np.testing.assert_array_equal(net.blobs["y"].data, np.full(3, value, np.float32))
     net.blobs["data"].diff[...] = 7.0
     net.blobs["y"].diff[...] = [1.0, 2.0, 3.0]
     net.backward()
@@ -75,6 +77,8 @@ def test_exp_base_scale_shift():
     assert gx.item() == pytest.approx(32 * math.log(2), rel=1e-6)
     y, (gx,) = grads('type: "Exp"', torch.tensor([1.0]))   # base -1: e
     assert y.item() == pytest.approx(math.e, rel=1e-6) and gx.item() == pytest.approx(math.e, rel=1e-6)
+    (y,) = run('type: "Exp" exp_param { base: 10 shift: 400 }', torch.tensor([0.0]))
+    assert y.item() == math.inf                          # float overflow, as Caffe's pow
 
 
 def test_exp_base_one_is_constant():

@@ -145,6 +145,12 @@ class _PowerFunction(torch.autograd.Function):
         return grad * grad_y, None, None, None
 
 
+def _float_pow(base: float, exponent: float) -> float:
+    """base ** exponent in float32, as Caffe's pow (NaN or inf where it
+    gives them, not a Python error)."""
+    return float(torch.tensor(base, dtype=torch.float32).pow(exponent))
+
+
 def _affine(x: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
     """scale * x + shift, skipping the identity steps as Caffe does."""
     if scale != 1:
@@ -163,7 +169,7 @@ class PowerLayer(_NeuronLayer):
     def forward(self, bottoms):
         x = bottoms[0]
         if self.power * self.scale == 0:
-            value = 1.0 if self.power == 0 else math.pow(self.shift, self.power)
+            value = 1.0 if self.power == 0 else _float_pow(self.shift, self.power)
             return [_ConstantFunction.apply(x, value)]
         if self.power == 1:
             return [_affine(x, self.scale, self.shift)]
@@ -193,10 +199,7 @@ class ExpLayer(_NeuronLayer):
         log_base = _log_of_base(self, "exp_param", base)
         self.inner_scale = log_base * float(p.scale)
         shift = float(p.shift)
-        if shift == 0:
-            self.outer_scale = 1.0
-        else:
-            self.outer_scale = math.exp(shift) if base == -1 else math.pow(base, shift)
+        self.outer_scale = 1.0 if shift == 0 else _float_pow(math.e if base == -1 else base, shift)
 
     def forward(self, bottoms):
         x = bottoms[0]
