@@ -454,6 +454,8 @@ class Net:
                 writer_before[tid] = li
 
         self._steps = steps
+        self._written_by_forward = [blob for step in steps if step.impl.writes_blobs
+                                    for _, blob, _, _ in step.param_slots]
         self._blobs = blobs
         self._blob_names = blob_names
         self._layer_names = [s.name for s in steps]
@@ -652,6 +654,8 @@ class Net:
             if self._device.type != "cpu":
                 for blob in self._learnable:
                     blob._data.device()
+                for blob in self._written_by_forward:
+                    blob._data.device_for_write()
             if record:
                 for blob, need in zip(self._input_blobs, self._input_need_grad):
                     if need:

@@ -3,6 +3,7 @@
 from . import common
 from . import loss
 from . import neuron
+from . import normalization
 from . import vision
 from . import python
 from . import structure
