@@ -5,3 +5,4 @@ from . import loss
 from . import neuron
 from . import vision
 from . import python
+from . import data
