@@ -16,8 +16,13 @@ import math
 import numpy as np
 import torch
 
-from .. import fillers
+from .. import fillers, image_io
+from ..atomic import atomic_path
+from ..data_transformer import DataTransformer
+from ..datum import datum_pixels, parse_datum
+from ..db import Reader
 from ..errors import CaffeError
+from ..prefetch import Prefetcher
 from ..proto import caffe_pb2
 from .base import CaffeLayer, register
 
@@ -198,3 +203,332 @@ class MemoryDataLayer(DataLayer):
         rows = slice(self.position, self.position + self.batch_size)
         self.position = (self.position + self.batch_size) % self.data.shape[0]
         return self.emit([self.data[rows], self.labels[rows]])
+
+
+# ---------------------------------------------------------------- Data (LMDB / LevelDB)
+
+class _Batches:
+    """Assembles batches of transformed images; subclasses say where the
+    next (pixels, label, where) comes from. Runs on the prefetch thread, so
+    it holds no reference to its layer."""
+
+    def __init__(self, transformer: DataTransformer, batch_size: int, with_labels: bool):
+        self.transformer = transformer
+        self.batch_size = batch_size
+        self.with_labels = with_labels
+
+    def next_item(self) -> tuple[np.ndarray, float, str]:
+        raise NotImplementedError
+
+    def next_batch(self) -> list[np.ndarray]:
+        data = labels = None
+        for i in range(self.batch_size):
+            pixels, label, where = self.next_item()
+            # the batch takes the shape of its first image (Caffe's load_batch)
+            image_shape = self.transformer.output_shape(pixels.shape, where)
+            if data is None:
+                data = np.empty((self.batch_size,) + image_shape, np.float32)
+                labels = np.empty((self.batch_size,), np.float32)
+            elif image_shape != data.shape[1:]:
+                raise self.transformer.error(
+                    f"{where}: image gives {list(image_shape)} but this batch's first gave "
+                    f"{list(data.shape[1:])}; use batch_size 1, a resize or a crop for "
+                    "images of different sizes")
+            data[i] = self.transformer(pixels, where)
+            labels[i] = label
+        return [data, labels] if self.with_labels else [data]
+
+
+class _DBBatches(_Batches):
+    def __init__(self, reader: Reader, skip: int, *args):
+        super().__init__(*args)
+        self.reader = reader
+        self.records = reader.cycle(skip)
+
+    def next_item(self):
+        key, value = next(self.records)
+        where = f"{self.reader.backend} {self.reader.path}, record key {key!r}"
+        datum = parse_datum(value, where)
+        return datum_pixels(datum, where, self.transformer.color), float(datum.label), where
+
+
+class _PrefetchingLayer(DataLayer):
+    """A data layer whose batches come from a `_Batches` on a prefetch thread."""
+
+    num_tops = (1, 2)
+
+    def start(self, batches: _Batches, depth: int, first_pixels_shape, where: str) -> None:
+        batch_size = batches.batch_size
+        self.top_shapes = [(batch_size,) + batches.transformer.output_shape(first_pixels_shape, where)]
+        if batches.with_labels:
+            self.top_shapes.append((batch_size,))
+        self.prefetcher = Prefetcher(batches.next_batch, depth, self.name)
+
+    def forward(self, bottoms):
+        return self.emit(self.prefetcher.next())
+
+    def transformer(self, generator) -> DataTransformer:
+        return DataTransformer(self.param.transform_param, self.phase, layer_rng(generator),
+                               self.error)
+
+
+@register("Data")
+class DBDataLayer(_PrefetchingLayer):
+    """Datums from an LMDB or LevelDB, in key order, wrapping at the end."""
+
+    def setup(self, bottom_shapes, generator):
+        p = self.param.data_param
+        batch_size = self.positive(p.batch_size, "data_param.batch_size")
+        transformer = self.transformer(generator)
+        try:
+            reader = Reader(p.source, p.backend)
+        except CaffeError as exc:
+            raise self.error(f"data_param.source: {exc}") from None
+        key, value = reader.first()
+        where = f"{reader.backend} {reader.path}, record key {key!r}"
+        first = datum_pixels(parse_datum(value, where), where, transformer.color)
+        skip = int(transformer.rng.integers(p.rand_skip)) if p.rand_skip else 0
+        if skip:
+            log.info("layer '%s': skipping the first %d records", self.name, skip)
+        batches = _DBBatches(reader, skip, transformer, batch_size, len(self.param.top) == 2)
+        self.start(batches, p.prefetch, first.shape, where)
+
+
+# ---------------------------------------------------------------- ImageData
+
+def read_list_file(path: str, layer: CaffeLayer, field: str) -> list[tuple[str, int]]:
+    """Lines 'path label' (the label after the last space), as ImageData reads them."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise layer.error(f"{field} {path}: {exc.strerror}") from None
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        name, _, label = line.rpartition(" ")
+        try:
+            entries.append((name, int(label)))
+        except ValueError:
+            raise layer.error(f"{field} {path}, line {number}: expected 'path label', "
+                              f"got {line!r}") from None
+    if not entries:
+        raise layer.error(f"{field} {path} lists no images")
+    return entries
+
+
+class _ImageListBatches(_Batches):
+    def __init__(self, entries, root: str, size: tuple[int, int], color: bool, shuffle: bool,
+                 rng: np.random.Generator, start: int, *args):
+        super().__init__(*args)
+        self.entries = entries
+        self.root = root
+        self.size = size
+        self.color = color
+        self.shuffle = shuffle
+        self.rng = rng
+        self.position = start
+
+    def read(self, index: int) -> np.ndarray:
+        name = self.entries[index][0]
+        image = image_io.read(self.root + name, self.color)
+        if self.size != (0, 0):
+            image = image_io.resize_linear(image, *self.size)
+        return image.transpose(2, 0, 1)
+
+    def next_item(self):
+        name, label = self.entries[self.position]
+        pixels = self.read(self.position)
+        self.position += 1
+        if self.position == len(self.entries):
+            self.position = 0
+            if self.shuffle:
+                self.rng.shuffle(self.entries)
+        return pixels, float(label), f"image {self.root + name}"
+
+
+@register("ImageData")
+class ImageDataLayer(_PrefetchingLayer):
+    """Images named in a list file ('path label' per line), read as OpenCV
+    would, optionally resized (INTER_LINEAR), then transformed."""
+
+    num_tops = 2
+
+    def setup(self, bottom_shapes, generator):
+        p = self.param.image_data_param
+        batch_size = self.positive(p.batch_size, "image_data_param.batch_size")
+        if (p.new_height == 0) != (p.new_width == 0):
+            raise self.error("image_data_param: set new_height and new_width together")
+        entries = read_list_file(p.source, self, "image_data_param.source")
+        transformer = self.transformer(generator)
+        rng = layer_rng(generator)
+        if p.shuffle:
+            rng.shuffle(entries)
+        start = 0
+        if p.rand_skip:
+            start = int(rng.integers(p.rand_skip))
+            if start >= len(entries):
+                raise self.error(f"image_data_param.rand_skip drew {start}, but the list has "
+                                 f"only {len(entries)} images")
+        batches = _ImageListBatches(entries, p.root_folder, (p.new_height, p.new_width),
+                                    p.is_color, p.shuffle, rng, start,
+                                    transformer, batch_size, True)
+        try:
+            first = batches.read(start)
+        except CaffeError as exc:
+            raise self.error(str(exc)) from None
+        self.start(batches, _IMAGE_PREFETCH, first.shape, f"image {entries[start][0]}")
+
+
+_IMAGE_PREFETCH = 4  # Caffe's default prefetch depth
+
+
+# ---------------------------------------------------------------- HDF5Data
+
+def _import_h5py(layer: CaffeLayer):
+    try:
+        import h5py
+    except ImportError:
+        raise layer.error("needs the Python package 'h5py' (pip install h5py, or the "
+                          "project's [data] extra)") from None
+    return h5py
+
+
+@register("HDF5Data")
+class HDF5DataLayer(DataLayer):
+    """Rows of the datasets named by the tops, from the .h5 files listed in
+    `source`, file after file; batches cross file boundaries and wrap. With
+    shuffle, the file order and each file's rows are permuted (again at each
+    pass)."""
+
+    num_tops = None
+
+    def setup(self, bottom_shapes, generator):
+        p = self.param.hdf5_data_param
+        if self.param.HasField("transform_param"):
+            raise self.error("HDF5Data does not transform data (remove transform_param)")
+        if not self.param.top:
+            raise self.error("needs at least one top")
+        self.h5py = _import_h5py(self)
+        self.batch_size = self.positive(p.batch_size, "hdf5_data_param.batch_size")
+        try:
+            with open(p.source) as f:
+                self.files = f.read().split()
+        except OSError as exc:
+            raise self.error(f"hdf5_data_param.source {p.source}: {exc.strerror}") from None
+        if not self.files:
+            raise self.error(f"hdf5_data_param.source {p.source} lists no HDF5 file")
+        self.shuffle = p.shuffle
+        self.rng = layer_rng(generator)
+        self.file_order = np.arange(len(self.files))
+        if self.shuffle:
+            self.rng.shuffle(self.file_order)
+        self.current_file = 0
+        self.row_shapes: list[tuple[int, ...]] | None = None
+        self._load(self.files[self.file_order[0]])
+        self.current_row = 0
+        self.top_shapes = [(self.batch_size,) + shape for shape in self.row_shapes]
+
+    def _load(self, path: str) -> None:
+        try:
+            with self.h5py.File(path, "r") as f:
+                datasets = []
+                for name in self.param.top:
+                    if name not in f or not isinstance(f[name], self.h5py.Dataset):
+                        raise self.error(f"HDF5 file {path} has no dataset '{name}'")
+                    dataset = f[name]
+                    if dataset.ndim < 1 or dataset.dtype.kind not in "fiu":
+                        raise self.error(f"HDF5 file {path}, dataset '{name}': need a numeric "
+                                         f"array of at least 1 axis, got {dataset.dtype} "
+                                         f"of shape {list(dataset.shape)}")
+                    datasets.append(np.asarray(dataset[()], dtype=np.float32))
+        except OSError as exc:
+            raise self.error(f"failed to open HDF5 file {path}: {exc}") from None
+        rows = datasets[0].shape[0]
+        for name, array in zip(self.param.top, datasets):
+            if array.shape[0] != rows:
+                raise self.error(f"HDF5 file {path}: dataset '{name}' has {array.shape[0]} rows, "
+                                 f"'{self.param.top[0]}' has {rows}")
+            if self.row_shapes is not None:
+                expected = self.row_shapes[list(self.param.top).index(name)]
+                if array.shape[1:] != expected:
+                    raise self.error(f"HDF5 file {path}: dataset '{name}' has rows of shape "
+                                     f"{list(array.shape[1:])}, the first file's have "
+                                     f"{list(expected)}")
+        if rows == 0:
+            raise self.error(f"HDF5 file {path} has no rows")
+        if self.row_shapes is None:
+            self.row_shapes = [a.shape[1:] for a in datasets]
+        self.datasets = datasets
+        self.row_order = np.arange(rows)
+        if self.shuffle:
+            self.rng.shuffle(self.row_order)
+
+    def _next_row(self) -> None:
+        self.current_row += 1
+        if self.current_row < len(self.row_order):
+            return
+        if len(self.files) > 1:
+            self.current_file += 1
+            if self.current_file == len(self.files):
+                self.current_file = 0
+                if self.shuffle:
+                    self.rng.shuffle(self.file_order)
+            self._load(self.files[self.file_order[self.current_file]])
+        elif self.shuffle:
+            self.rng.shuffle(self.row_order)
+        self.current_row = 0
+
+    def forward(self, bottoms):
+        batch = [np.empty((self.batch_size,) + shape, np.float32) for shape in self.row_shapes]
+        for i in range(self.batch_size):
+            row = self.row_order[self.current_row]
+            for out, dataset in zip(batch, self.datasets):
+                out[i] = dataset[row]
+            self._next_row()
+        return self.emit(batch)
+
+
+# ---------------------------------------------------------------- HDF5Output
+
+@register("HDF5Output")
+class HDF5OutputLayer(CaffeLayer):
+    """Writes its two bottoms as datasets `data` and `label` (each as
+    num x channels x height x width) to `file_name`. The file is written
+    whole at the forward, to a temporary name renamed into place, so it is
+    complete and closed as soon as the forward returns. Caffe writes one
+    batch per file: a second forward replaces the file with its batch."""
+
+    num_bottoms = 2
+    num_tops = 0
+
+    def setup(self, bottom_shapes, generator):
+        self.h5py = _import_h5py(self)
+        self.file_name = self.param.hdf5_output_param.file_name
+        if not self.file_name:
+            raise self.error("hdf5_output_param.file_name must be set")
+
+    def reshape(self, bottom_shapes):
+        data, label = (tuple(s) for s in bottom_shapes)
+        for name, shape in (("data", data), ("label", label)):
+            if len(shape) > 4:
+                raise self.error(f"bottom '{name}' of shape {list(shape)} has more than 4 axes")
+        if data[:1] != label[:1]:
+            raise self.error(f"data and label must have the same num, got {list(data)} and "
+                             f"{list(label)}")
+        return []
+
+    def forward(self, bottoms):
+        arrays = {}
+        for name, tensor in zip(("data", "label"), bottoms):
+            array = tensor.detach().cpu().numpy()
+            arrays[name] = array.reshape(array.shape + (1,) * (4 - array.ndim))
+        try:
+            with atomic_path(self.file_name) as tmp, self.h5py.File(tmp, "w") as f:
+                for name, array in arrays.items():
+                    f.create_dataset(name, data=array)
+        except OSError as exc:
+            raise self.error(f"failed to write HDF5 file {self.file_name}: {exc}") from None
+        log.info("layer '%s': saved %d rows to %s", self.name, len(arrays["data"]), self.file_name)
+        return []
