@@ -92,11 +92,11 @@ class Reader:
             raise CaffeError(f"{self.backend} database {self.path} is empty")
 
     def first(self) -> tuple[bytes, bytes] | None:
-        for item in self._walk():
+        for item in self.walk():
             return item
         return None
 
-    def _walk(self) -> Iterator[tuple[bytes, bytes]]:
+    def walk(self) -> Iterator[tuple[bytes, bytes]]:
         if self.backend == "lmdb":
             with self._db.begin(buffers=False) as txn:
                 yield from txn.cursor().iternext(keys=True, values=True)
@@ -106,7 +106,7 @@ class Reader:
     def cycle(self, skip: int = 0) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs in key order forever, starting `skip` records in."""
         while True:
-            for item in self._walk():
+            for item in self.walk():
                 if skip:
                     skip -= 1
                     continue

@@ -67,6 +67,28 @@ def read(path: str | os.PathLike, color: bool | None = True) -> np.ndarray:
     return decode(data, color, os.fspath(path))
 
 
+def read_image_list(path: str | os.PathLike) -> list[tuple[str, int]]:
+    """An image list file: 'path label' per line, the label after the last
+    space (ImageData's and convert_imageset's format); blank lines skipped."""
+    path = os.fspath(path)
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise CaffeError(f"image list {path}: {exc.strerror}") from None
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        name, _, label = line.rpartition(" ")
+        try:
+            entries.append((name, int(label)))
+        except ValueError:
+            raise CaffeError(f"image list {path}, line {number}: expected 'path label', "
+                             f"got {line!r}") from None
+    return entries
+
+
 def encode(image: np.ndarray, extension: str) -> bytes:
     """Encode an H x W x C uint8 array in OpenCV order as 'jpg' or 'png'
     (`cv::imencode`; JPEG quality 95, OpenCV's default)."""

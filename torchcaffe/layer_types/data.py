@@ -10,6 +10,8 @@ generator, so `set_random_seed` makes a run repeatable.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 
@@ -21,7 +23,7 @@ from ..atomic import atomic_path
 from ..data_transformer import DataTransformer
 from ..datum import datum_pixels, parse_datum
 from ..db import Reader
-from ..errors import CaffeError
+from ..errors import CaffeError, LayerError
 from ..prefetch import Prefetcher
 from ..proto import caffe_pb2
 from .base import CaffeLayer, register
@@ -65,6 +67,16 @@ class DataLayer(CaffeLayer):
             tops.append(tensor.to(self.device))
         self.top_shapes = [tuple(t.shape) for t in tops]
         return tops
+
+    @contextlib.contextmanager
+    def naming_errors(self):
+        """Re-raise a file's or record's CaffeError as this layer's."""
+        try:
+            yield
+        except LayerError:
+            raise
+        except CaffeError as exc:
+            raise self.error(str(exc)) from None
 
     def positive(self, value: int, field: str) -> int:
         if value <= 0:
@@ -265,11 +277,13 @@ class _PrefetchingLayer(DataLayer):
         self.prefetcher = Prefetcher(batches.next_batch, depth, self.name)
 
     def forward(self, bottoms):
-        return self.emit(self.prefetcher.next())
+        with self.naming_errors():
+            return self.emit(self.prefetcher.next())
 
     def transformer(self, generator) -> DataTransformer:
+        # the transformer runs on the prefetch thread: it must not hold the layer
         return DataTransformer(self.param.transform_param, self.phase, layer_rng(generator),
-                               self.error)
+                               functools.partial(LayerError, self.name, self.type))
 
 
 @register("Data")
@@ -280,13 +294,11 @@ class DBDataLayer(_PrefetchingLayer):
         p = self.param.data_param
         batch_size = self.positive(p.batch_size, "data_param.batch_size")
         transformer = self.transformer(generator)
-        try:
+        with self.naming_errors():
             reader = Reader(p.source, p.backend)
-        except CaffeError as exc:
-            raise self.error(f"data_param.source: {exc}") from None
-        key, value = reader.first()
-        where = f"{reader.backend} {reader.path}, record key {key!r}"
-        first = datum_pixels(parse_datum(value, where), where, transformer.color)
+            key, value = reader.first()
+            where = f"{reader.backend} {reader.path}, record key {key!r}"
+            first = datum_pixels(parse_datum(value, where), where, transformer.color)
         skip = int(transformer.rng.integers(p.rand_skip)) if p.rand_skip else 0
         if skip:
             log.info("layer '%s': skipping the first %d records", self.name, skip)
@@ -295,28 +307,6 @@ class DBDataLayer(_PrefetchingLayer):
 
 
 # ---------------------------------------------------------------- ImageData
-
-def read_list_file(path: str, layer: CaffeLayer, field: str) -> list[tuple[str, int]]:
-    """Lines 'path label' (the label after the last space), as ImageData reads them."""
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError as exc:
-        raise layer.error(f"{field} {path}: {exc.strerror}") from None
-    entries = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        name, _, label = line.rpartition(" ")
-        try:
-            entries.append((name, int(label)))
-        except ValueError:
-            raise layer.error(f"{field} {path}, line {number}: expected 'path label', "
-                              f"got {line!r}") from None
-    if not entries:
-        raise layer.error(f"{field} {path} lists no images")
-    return entries
-
 
 class _ImageListBatches(_Batches):
     def __init__(self, entries, root: str, size: tuple[int, int], color: bool, shuffle: bool,
@@ -360,7 +350,10 @@ class ImageDataLayer(_PrefetchingLayer):
         batch_size = self.positive(p.batch_size, "image_data_param.batch_size")
         if (p.new_height == 0) != (p.new_width == 0):
             raise self.error("image_data_param: set new_height and new_width together")
-        entries = read_list_file(p.source, self, "image_data_param.source")
+        with self.naming_errors():
+            entries = image_io.read_image_list(p.source)
+        if not entries:
+            raise self.error(f"image_data_param.source {p.source} lists no images")
         transformer = self.transformer(generator)
         rng = layer_rng(generator)
         if p.shuffle:
@@ -374,10 +367,8 @@ class ImageDataLayer(_PrefetchingLayer):
         batches = _ImageListBatches(entries, p.root_folder, (p.new_height, p.new_width),
                                     p.is_color, p.shuffle, rng, start,
                                     transformer, batch_size, True)
-        try:
+        with self.naming_errors():
             first = batches.read(start)
-        except CaffeError as exc:
-            raise self.error(str(exc)) from None
         self.start(batches, _IMAGE_PREFETCH, first.shape, f"image {entries[start][0]}")
 
 
