@@ -5,8 +5,8 @@ BGRA, or one gray channel), as `cv::imread` / `cv::imdecode` do with
 IMREAD_COLOR (`color=True`), IMREAD_GRAYSCALE (`color=False`) or
 IMREAD_UNCHANGED (`color=None`, Caffe's "native" decode). JPEG pixels are
 libjpeg's in both libraries; a JPEG read as gray is libjpeg's own luma
-output (Pillow's draft mode), as OpenCV's. Gray from a colour PNG uses
-Pillow's ITU-R 601 weights, within one level of OpenCV's.
+output (Pillow's draft mode), as OpenCV's; gray from other colour files
+uses the integer weights OpenCV's decoders use.
 
 `resize_linear` is `cv::resize` with its default INTER_LINEAR: half-pixel
 centres, edge pixels clamped, weights in 1/2048 steps, OpenCV's fixed-point
@@ -26,11 +26,25 @@ from .errors import CaffeError
 _COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
 
 
+def _gray(image: Image.Image) -> np.ndarray:
+    """IMREAD_GRAYSCALE: a JPEG's own luma from libjpeg; from a colour PNG,
+    libpng's rgb_to_gray (weights 0.299 / 0.587 in 1/32768 steps, rounded
+    down); from other colour files, OpenCV's cvtColor (1/16384 steps, rounded)."""
+    if image.format == "JPEG":
+        image.draft("L", image.size)
+    if image.mode in ("1", "L", "LA", "I;16") or image.format == "JPEG":
+        return np.asarray(image.convert("L"))
+    r, g, b = (c.astype(np.int32) for c in np.moveaxis(np.asarray(image.convert("RGB")), 2, 0))
+    if image.format == "PNG":
+        gray = (r * 9797 + g * 19234 + b * 3737) >> 15
+    else:
+        gray = (r * 4899 + g * 9617 + b * 1868 + 8192) >> 14
+    return gray.astype(np.uint8)
+
+
 def _to_opencv_order(image: Image.Image, color: bool | None) -> np.ndarray:
     if color is False:
-        if image.format == "JPEG":
-            image.draft("L", image.size)  # libjpeg's luma, as OpenCV decodes gray JPEGs
-        array = np.asarray(image.convert("L"))
+        array = _gray(image)
     elif color is True:
         array = np.asarray(image.convert("RGB"))[:, :, ::-1]
     else:
