@@ -6,3 +6,4 @@ from . import neuron
 from . import vision
 from . import python
 from . import data
+from . import window_data
