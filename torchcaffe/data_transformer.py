@@ -76,12 +76,15 @@ class DataTransformer:
                 h_off = (height - self.crop_size) // 2
                 w_off = (width - self.crop_size) // 2
         window = (slice(None), slice(h_off, h_off + out_h), slice(w_off, w_off + out_w))
-        out = pixels[window].astype(np.float32)
+        # one copy to a contiguous C x H x W buffer first (a decoded image is an
+        # H x W x C buffer seen as C x H x W): per-channel arithmetic is fast there
+        out = np.array(pixels[window], dtype=np.float32, order="C")
         if self.mean is not None:
             out -= self.mean[window]
         elif len(self.mean_values):
             out -= self.mean_values.reshape(-1, 1, 1)
-        out *= self.scale
+        if self.scale != 1:  # x * 1 is x: skipping the pass changes no value
+            out *= self.scale
         if do_mirror:
             out = out[:, :, ::-1]
         return out

@@ -42,11 +42,16 @@ def _gray(image: Image.Image) -> np.ndarray:
     return gray.astype(np.uint8)
 
 
+def _bgr(rgb: Image.Image) -> np.ndarray:
+    # Pillow's raw encoder swaps the channels while copying out
+    return np.frombuffer(rgb.tobytes("raw", "BGR"), np.uint8).reshape(rgb.height, rgb.width, 3)
+
+
 def _to_opencv_order(image: Image.Image, color: bool | None) -> np.ndarray:
     if color is False:
         array = _gray(image)
     elif color is True:
-        array = np.asarray(image.convert("RGB"))[:, :, ::-1]
+        array = _bgr(image.convert("RGB"))
     else:
         mode = image.mode
         if mode in ("1", "L"):
@@ -54,12 +59,12 @@ def _to_opencv_order(image: Image.Image, color: bool | None) -> np.ndarray:
         elif mode in ("LA", "RGBA", "PA") or "transparency" in image.info:
             array = np.asarray(image.convert("RGBA"))[:, :, [2, 1, 0, 3]]
         elif mode in ("RGB", "YCbCr", "CMYK", "P"):
-            array = np.asarray(image.convert("RGB"))[:, :, ::-1]
+            array = _bgr(image.convert("RGB"))
         else:
             raise CaffeError(f"image mode {mode} is not 8-bit (Caffe's data layers need unsigned bytes)")
     if array.ndim == 2:
         array = array[:, :, None]
-    return np.ascontiguousarray(array)
+    return array
 
 
 def decode(data: bytes, color: bool | None = True, source: str = "image") -> np.ndarray:
