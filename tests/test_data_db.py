@@ -298,3 +298,36 @@ def test_prefetch_thread_ends_with_its_net(tmp_path):
     while any(t.name == "prefetch data" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(t.name == "prefetch data" for t in threading.enumerate())
+
+
+def test_rand_skip_starts_within_range_then_follows_key_order(tmp_path):
+    db, _ = make_db(tmp_path)
+    starts = set()
+    for seed in range(8):
+        torchcaffe.set_random_seed(seed)
+        net = data_net(db, 5, rand_skip=3)
+        net.forward()
+        labels = net.blobs["label"].data.astype(int) - 10
+        assert labels.tolist() == [(labels[0] + k) % 5 for k in range(5)]
+        starts.add(int(labels[0]))
+    assert starts <= {0, 1, 2} and len(starts) > 1
+
+
+def test_force_encoded_color_decodes_gray_files_in_colour(tmp_path):
+    db, entries = make_db(tmp_path, "jpg", "lmdb", SIZES, "--gray", "--encode_type", "png")
+    native = data_net(db, 1)
+    forced = data_net(db, 1, force_encoded_color=True)
+    native.forward()
+    forced.forward()
+    gray = native.blobs["data"].data[0]
+    assert gray.shape == (1, 12, 14)
+    np.testing.assert_array_equal(forced.blobs["data"].data[0], np.repeat(gray, 3, axis=0))
+
+
+def test_missing_backend_package_is_named(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "plyvel", None)
+    (tmp_path / "db").mkdir()
+    with pytest.raises(CaffeError, match="leveldb backend needs the Python package 'plyvel'"):
+        data_net(tmp_path / "db", 1, backend="LEVELDB")

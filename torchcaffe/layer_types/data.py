@@ -252,16 +252,17 @@ class _Batches:
 
 
 class _DBBatches(_Batches):
-    def __init__(self, reader: Reader, skip: int, *args):
+    def __init__(self, reader: Reader, skip: int, color: bool | None, *args):
         super().__init__(*args)
         self.reader = reader
         self.records = reader.cycle(skip)
+        self.color = color
 
     def next_item(self):
         key, value = next(self.records)
         where = f"{self.reader.backend} {self.reader.path}, record key {key!r}"
         datum = parse_datum(value, where)
-        return datum_pixels(datum, where, self.transformer.color), float(datum.label), where
+        return datum_pixels(datum, where, self.color), float(datum.label), where
 
 
 class _PrefetchingLayer(DataLayer):
@@ -294,15 +295,18 @@ class DBDataLayer(_PrefetchingLayer):
         p = self.param.data_param
         batch_size = self.positive(p.batch_size, "data_param.batch_size")
         transformer = self.transformer(generator)
+        # encoded Datums decode as transform_param says, or in colour when
+        # data_param.force_encoded_color is set
+        color = True if p.force_encoded_color else transformer.color
         with self.naming_errors():
             reader = Reader(p.source, p.backend)
             key, value = reader.first()
             where = f"{reader.backend} {reader.path}, record key {key!r}"
-            first = datum_pixels(parse_datum(value, where), where, transformer.color)
+            first = datum_pixels(parse_datum(value, where), where, color)
         skip = int(transformer.rng.integers(p.rand_skip)) if p.rand_skip else 0
         if skip:
             log.info("layer '%s': skipping the first %d records", self.name, skip)
-        batches = _DBBatches(reader, skip, transformer, batch_size, len(self.param.top) == 2)
+        batches = _DBBatches(reader, skip, color, transformer, batch_size, len(self.param.top) == 2)
         self.start(batches, p.prefetch, first.shape, where)
 
 
