@@ -1,5 +1,6 @@
 """Caffe's data layers: DummyData, MemoryData, Data (LMDB / LevelDB),
-ImageData, WindowData, HDF5Data, and the HDF5Output sink.
+ImageData, HDF5Data, and the HDF5Output sink (WindowData has its own
+module, window_data.py).
 
 A data layer has no bottoms; each forward produces the next batch as new
 tensors on the net's device. Reading order is Caffe's: a DB in key order,
@@ -373,10 +374,8 @@ class ImageDataLayer(_PrefetchingLayer):
                                     transformer, batch_size, True)
         with self.naming_errors():
             first = batches.read(start)
-        self.start(batches, _IMAGE_PREFETCH, first.shape, f"image {entries[start][0]}")
-
-
-_IMAGE_PREFETCH = 4  # Caffe's default prefetch depth
+        # Caffe's prefetching layers all read the depth from data_param (default 4)
+        self.start(batches, self.param.data_param.prefetch, first.shape, f"image {entries[start][0]}")
 
 
 # ---------------------------------------------------------------- HDF5Data

@@ -232,7 +232,7 @@ class WindowDataLayer(DataLayer):
                                  p.context_pad, p.crop_mode == "square", t.mirror, p.scale,
                                  mean, mean_values, cache, layer_rng(generator), error)
         self.top_shapes = [(batch_size, channels, crop_size, crop_size), (batch_size,)]
-        self.prefetcher = Prefetcher(batches.next_batch, 4, self.name)
+        self.prefetcher = Prefetcher(batches.next_batch, self.param.data_param.prefetch, self.name)
 
     def forward(self, bottoms):
         with self.naming_errors():
