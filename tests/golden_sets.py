@@ -13,7 +13,9 @@ missing set is never silent.
 """
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -45,17 +47,45 @@ def case_params(subdir: str, names=None) -> list:
     return params
 
 
-def file_params(relpath: str) -> list:
-    """pytest params (path) for one golden file in each set that has it."""
+def file_params(*relpaths: str) -> list:
+    """pytest params (path) for golden files, from each set that has them
+    (the compact copy may hold one as `<file>.gz`: unpack with `unpacked`).
+    A set holding none of them gives one explicit skip."""
     params = []
     for label, root in SETS:
-        path = root / relpath
-        if path.exists():
-            params.append(pytest.param(path, id=label))
-        else:
-            params.append(pytest.param(None, id=f"{label}-absent", marks=pytest.mark.skip(
-                reason=f"{label} golden set absent: no {path}")))
+        found = []
+        for relpath in relpaths:
+            path = root / relpath
+            if not path.exists() and path.with_name(path.name + ".gz").exists():
+                path = path.with_name(path.name + ".gz")
+            if path.exists():
+                found.append(pytest.param(path, id=f"{label}-{relpath}"))
+        params.extend(found or [pytest.param(None, id=f"{label}-absent", marks=pytest.mark.skip(
+            reason=f"{label} golden set absent: none of {', '.join(relpaths)} under {root}"))])
     return params
+
+
+def unpacked(path: Path, tmp_path: Path) -> Path:
+    """`path` itself, or a temporary unpacked copy when it is a `.gz`."""
+    if path.suffix != ".gz":
+        return path
+    target = tmp_path / path.stem
+    target.write_bytes(gzip.decompress(path.read_bytes()))
+    return target
+
+
+def materialize(folder: Path, target: Path) -> Path:
+    """A private, writable copy of a golden folder with its `.gz` files
+    (the compact copy's caffemodels and solverstates) unpacked."""
+    target.mkdir(parents=True, exist_ok=True)
+    for item in folder.iterdir():
+        if item.is_dir():
+            shutil.copytree(item, target / item.name)
+        elif item.suffix == ".gz":
+            (target / item.stem).write_bytes(gzip.decompress(item.read_bytes()))
+        else:
+            shutil.copy(item, target / item.name)
+    return target
 
 
 def assert_close(actual, expected, what: str, rtol: float) -> None:
