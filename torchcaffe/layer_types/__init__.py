@@ -9,3 +9,5 @@ from . import python
 from . import structure
 from . import index
 from . import recurrent
+from . import data
+from . import window_data
