@@ -59,15 +59,17 @@ def vgg16(n, bottom, *, suffix="", first_pad=100, first_conv="conv1_1",
     return Features(out, pools)
 
 
-def _fc_layers(n, bottom, suffix, *, fc6_kernel, fully_conv, dropout_fc, fc_width, conv_fc):
+def _fc_layers(n, bottom, suffix, *, fc6_kernel, fully_conv, dropout_fc, fc_width, conv_fc,
+               param_specs=True):
     """fc6 / relu6 / [drop6] / fc7 / relu7 / [drop7]; as convolutions (made
-    by `conv_fc(bottom, kernel, width)`) or as InnerProduct layers."""
+    by `conv_fc(bottom, kernel, width)`) or as InnerProduct layers (with the
+    learning-rate param specs unless `param_specs` is False)."""
     top = bottom
     for index, kernel in ((6, fc6_kernel), (7, 1)):
         if fully_conv:
             fc, relu = conv_fc(top, kernel, fc_width)
         else:
-            fc = L.InnerProduct(top, num_output=fc_width, param=LEARNED)
+            fc = L.InnerProduct(top, num_output=fc_width, **_learned(param_specs))
             relu = L.ReLU(fc, in_place=True)
         n[f"fc{index}{suffix}"], n[f"relu{index}{suffix}"] = fc, relu
         top = relu
@@ -87,14 +89,20 @@ ALEXNET_CONVS = (
 ALEXNET_POOLED = {"conv1": "1", "conv2": "2", "conv5": "5"}
 
 
-def alexnet(n, bottom, *, fcn_release=True, fully_conv=True, dropout_fc=True, width=1.0):
+def alexnet(n, bottom, *, fcn_release=True, pool_first=None, param_specs=True,
+            fully_conv=True, dropout_fc=True, width=1.0):
     """AlexNet up to fc7.
 
     `fcn_release=True` is FCN-AlexNet as the FCN release has it: conv1 pad
     100, pool before LRN (CaffeNet order), every conv field written out and
     no param specs. `fcn_release=False` is bvlc_alexnet's deploy net: LRN
     before pool, learning-rate param specs, only non-default conv fields.
+    `pool_first` overrides the order (True with `fcn_release=False` and
+    `param_specs=False` is bvlc_reference_caffenet's deploy net).
     """
+    if pool_first is None:
+        pool_first = fcn_release
+
     def conv(bottom_, kernel, width, stride=1, pad=0, group=1):
         if fcn_release:
             c = L.Convolution(bottom_, kernel_size=kernel, stride=stride,
@@ -103,7 +111,7 @@ def alexnet(n, bottom, *, fcn_release=True, fully_conv=True, dropout_fc=True, wi
             given = dict(stride=stride, pad=pad, group=group)
             kwargs = {k: v for k, v in given.items() if v != (1 if k != "pad" else 0)}
             c = L.Convolution(bottom_, num_output=width, kernel_size=kernel,
-                              param=LEARNED, **kwargs)
+                              **_learned(param_specs), **kwargs)
         return c, L.ReLU(c, in_place=True)
 
     top = bottom
@@ -115,11 +123,11 @@ def alexnet(n, bottom, *, fcn_release=True, fully_conv=True, dropout_fc=True, wi
         n[name], n[f"relu{index}"] = conv(top, kernel, narrow(channels, width), stride, pad, group)
         top = n[f"relu{index}"]
         if name in ALEXNET_POOLED:
-            top = _alexnet_pool_norm(n, top, index, pool_first=fcn_release)
+            top = _alexnet_pool_norm(n, top, index, pool_first=pool_first)
             pools[f"pool{index}"] = n[f"pool{index}"]
     out = _fc_layers(n, top, "", fc6_kernel=6, fully_conv=fully_conv,
                      dropout_fc=dropout_fc, fc_width=narrow(FC_WIDTH, width),
-                     conv_fc=lambda b, k, w: conv(b, k, w))
+                     conv_fc=lambda b, k, w: conv(b, k, w), param_specs=param_specs)
     return Features(out, pools)
 
 
@@ -141,11 +149,20 @@ def _alexnet_pool_norm(n, bottom, index, *, pool_first):
     return bottom
 
 
-def classifier(n, features: Features, *, fully_conv: bool, fc8_kernel: int = 1):
-    """fc8 over the ILSVRC classes and the `prob` softmax of the base nets."""
+def classifier(n, features: Features, *, fully_conv: bool, fc8_kernel: int = 1,
+               name: str = "fc8", classes: int = ILSVRC_CLASSES, softmax: bool = True,
+               param_specs: bool = True):
+    """The last layer (fc8 over the ILSVRC classes for the base nets) and,
+    unless `softmax` is False, its `prob` softmax."""
     if fully_conv:
-        n.fc8 = L.Convolution(features.out, num_output=ILSVRC_CLASSES,
-                              kernel_size=fc8_kernel, param=LEARNED)
+        n[name] = L.Convolution(features.out, num_output=classes, kernel_size=fc8_kernel,
+                                **_learned(param_specs))
     else:
-        n.fc8 = L.InnerProduct(features.out, num_output=ILSVRC_CLASSES, param=LEARNED)
-    n.prob = L.Softmax(n.fc8)
+        n[name] = L.InnerProduct(features.out, num_output=classes, **_learned(param_specs))
+    if softmax:
+        n.prob = L.Softmax(n[name])
+
+
+def _learned(param_specs: bool) -> dict:
+    """The learning-rate param specs as layer kwargs, or none."""
+    return dict(param=LEARNED) if param_specs else {}

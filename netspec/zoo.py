@@ -1,0 +1,203 @@
+"""Model Zoo deploy nets: the CaffeNet family, AlexNet, GoogLeNet and the ResNets.
+
+Each net has the layer names, layer order and parameter shapes of its
+released deploy file, so the released caffemodel loads by layer name
+(`Net(deploy, caffemodel, TEST)` / `copy_from`). The CaffeNet family and
+AlexNet reuse the AlexNet backbone of the FCN nets. `ZOO_NETS[name].deploy()`
+gives the NetParameter; `python -m netspec <name>` writes it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from caffe_backend import caffe
+
+from . import backbones
+from .backbones import narrow
+
+L = caffe.layers
+P = caffe.params
+
+ILSVRC_SHAPE = (10, 3, 227, 227)
+RESNET_SHAPE = (1, 3, 224, 224)
+
+
+@dataclass(frozen=True)
+class ZooNet:
+    """A deploy net: `build(n, data, width)` adds every layer after the input.
+
+    `inputs` is how the released file declares its input: an Input layer
+    ("layer"), or the legacy net-level `input:` with `input_shape {}`
+    ("input_shape") or with `input_dim:` fields ("input_dim"); Caffe reads all
+    three alike."""
+
+    name: str
+    net_name: str
+    build: Callable
+    input_shape: tuple[int, int, int, int]
+    inputs: str = "layer"
+
+    def deploy(self, width: float = 1.0, batch: int | None = None):
+        """The NetParameter; `width` scales the channel counts (1: the
+        released net), `batch` replaces the released batch size."""
+        shape = list(self.input_shape)
+        if batch is not None:
+            shape[0] = batch
+        n = caffe.NetSpec()
+        n.data = L.Input(shape=dict(dim=shape))
+        self.build(n, n.data, width)
+        proto = n.to_proto()
+        proto.name = self.net_name
+        if self.inputs != "layer":
+            del proto.layer[0]
+            proto.input.append("data")
+            if self.inputs == "input_dim":
+                proto.input_dim.extend(shape)
+            else:
+                proto.input_shape.add(dim=shape)
+        return proto
+
+    def prototxts(self, width: float = 1.0) -> dict:
+        return {"deploy.prototxt": self.deploy(width)}
+
+
+# ---------------------------------------------------------------- AlexNet family
+
+def caffenet(last: str = "fc8", classes: int = backbones.ILSVRC_CLASSES, softmax: bool = True):
+    """CaffeNet (pool before LRN, no param specs) with its last layer named
+    `last` over `classes` outputs."""
+    def build(n, data, width):
+        features = backbones.alexnet(n, data, fcn_release=False, pool_first=True,
+                                     param_specs=False, fully_conv=False, width=width)
+        backbones.classifier(n, features, fully_conv=False, name=last, classes=classes,
+                             softmax=softmax, param_specs=False)
+    return build
+
+
+def alexnet(n, data, width):
+    """bvlc_alexnet: LRN before pool, as the AlexNet paper has it."""
+    features = backbones.alexnet(n, data, fcn_release=False, fully_conv=False, width=width)
+    backbones.classifier(n, features, fully_conv=False)
+
+
+# ---------------------------------------------------------------- GoogLeNet
+
+# (name, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj), Szegedy et al. Table 1
+INCEPTION = (("3a", 64, 96, 128, 16, 32, 32), ("3b", 128, 128, 192, 32, 96, 64),
+             ("4a", 192, 96, 208, 16, 48, 64), ("4b", 160, 112, 224, 24, 64, 64),
+             ("4c", 128, 128, 256, 24, 64, 64), ("4d", 112, 144, 288, 32, 64, 64),
+             ("4e", 256, 160, 320, 32, 128, 128), ("5a", 256, 160, 320, 32, 128, 128),
+             ("5b", 384, 192, 384, 48, 128, 128))
+XAVIER = dict(weight_filler=dict(type="xavier"), bias_filler=dict(type="constant", value=0.2))
+
+
+def _conv_relu(n, name: str, bottom, num_output: int, kernel: int, stride: int = 1,
+               pad: int = 0):
+    """A convolution and its in-place ReLU named `<name>_relu` (GoogLeNet's naming)."""
+    n[name] = L.Convolution(bottom, num_output=num_output, kernel_size=kernel, stride=stride,
+                            pad=pad, **XAVIER)
+    n[name + "_relu"] = L.ReLU(n[name], in_place=True)
+    return n[name]
+
+
+def _max_pool(bottom, kernel: int, stride: int, pad: int = 0):
+    return L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=kernel, stride=stride, pad=pad)
+
+
+def googlenet(n, data, width):
+    """bvlc_googlenet's deploy net (the main classifier; the auxiliary ones
+    exist only in train_val)."""
+    def w(channels):
+        return narrow(channels, width)
+
+    top = _conv_relu(n, "conv1/7x7_s2", data, w(64), 7, 2, 3)
+    n["pool1/3x3_s2"] = _max_pool(top, 3, 2)
+    n["pool1/norm1"] = L.LRN(n["pool1/3x3_s2"], local_size=5, alpha=1e-4, beta=0.75)
+    top = _conv_relu(n, "conv2/3x3_reduce", n["pool1/norm1"], w(64), 1)
+    top = _conv_relu(n, "conv2/3x3", top, w(192), 3, pad=1)
+    n["conv2/norm2"] = L.LRN(top, local_size=5, alpha=1e-4, beta=0.75)
+    top = n["pool2/3x3_s2"] = _max_pool(n["conv2/norm2"], 3, 2)
+    for name, n1, r3, n3, r5, n5, proj in INCEPTION:
+        if name in ("4a", "5a"):
+            top = n[f"pool{name[0]}/3x3_s2"] = _max_pool(top, 3, 2)
+        p = f"inception_{name}/"
+        # layer order as released: 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool
+        branches = [_conv_relu(n, p + "1x1", top, w(n1), 1)]
+        for kind, reduced, out, kernel in (("3x3", r3, n3, 3), ("5x5", r5, n5, 5)):
+            reduce = _conv_relu(n, p + kind + "_reduce", top, w(reduced), 1)
+            branches.append(_conv_relu(n, p + kind, reduce, w(out), kernel, pad=kernel // 2))
+        n[p + "pool"] = _max_pool(top, 3, 1, 1)
+        branches.append(_conv_relu(n, p + "pool_proj", n[p + "pool"], w(proj), 1))
+        top = n[p + "output"] = L.Concat(*branches)
+    n["pool5/7x7_s1"] = L.Pooling(top, pool=P.Pooling.AVE, kernel_size=7, stride=1)
+    n["pool5/drop_7x7_s1"] = L.Dropout(n["pool5/7x7_s1"], dropout_ratio=0.4, in_place=True)
+    n["loss3/classifier"] = L.InnerProduct(n["pool5/7x7_s1"], num_output=1000, **XAVIER)
+    n.prob = L.Softmax(n["loss3/classifier"])
+
+
+# ---------------------------------------------------------------- ResNets
+
+# bottleneck width per stage (conv2_x .. conv5_x); a block's output is 4x its width
+RESNET_WIDTHS = (64, 128, 256, 512)
+# blocks per stage, He et al. Table 1
+RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
+def resnet_block_names(stage: int, blocks: int, depth: int) -> list[str]:
+    """`res<stage><letter>` (res2a, res2b, ...), except that ResNet-101 / 152
+    number the long middle stages' later blocks: res4a, res4b1 ... res4b22."""
+    if depth > 50 and stage in (3, 4):
+        return [f"res{stage}a"] + [f"res{stage}b{i}" for i in range(1, blocks)]
+    return [f"res{stage}{chr(ord('a') + b)}" for b in range(blocks)]
+
+
+def _conv_bn(n, name: str, bottom, num_output: int, kernel: int, stride: int = 1,
+             pad: int = 0, relu: bool = True):
+    """Convolution without bias, BatchNorm with stored statistics and a Scale
+    with bias, in place, named as in the released nets (res2a_branch2a ->
+    bn2a_branch2a, scale2a_branch2a; conv1 -> bn_conv1, scale_conv1)."""
+    suffix = name[len("res"):] if name.startswith("res") else "_" + name
+    n[name] = L.Convolution(bottom, num_output=num_output, kernel_size=kernel, stride=stride,
+                            pad=pad, bias_term=False)
+    n["bn" + suffix] = L.BatchNorm(n[name], use_global_stats=True, in_place=True)
+    n["scale" + suffix] = L.Scale(n[name], bias_term=True, in_place=True)
+    if relu:
+        n[name + "_relu"] = L.ReLU(n[name], in_place=True)
+    return n[name]
+
+
+def resnet(depth: int):
+    """ResNet-50 / 101 / 152 as KaimingHe/deep-residual-networks releases
+    them: the stride-2 of a stage's first block sits on its 1x1 branch2a."""
+    def build(n, data, width):
+        top = _conv_bn(n, "conv1", data, narrow(64, width), 7, 2, 3)
+        top = n.pool1 = _max_pool(top, 3, 2)
+        for stage, blocks, channels in zip(range(2, 6), RESNET_BLOCKS[depth], RESNET_WIDTHS):
+            inner = narrow(channels, width)
+            for b, name in enumerate(resnet_block_names(stage, blocks, depth)):
+                stride = 2 if b == 0 and stage > 2 else 1
+                shortcut = (_conv_bn(n, name + "_branch1", top, 4 * inner, 1, stride, relu=False)
+                            if b == 0 else top)
+                branch = _conv_bn(n, name + "_branch2a", top, inner, 1, stride)
+                branch = _conv_bn(n, name + "_branch2b", branch, inner, 3, pad=1)
+                branch = _conv_bn(n, name + "_branch2c", branch, 4 * inner, 1, relu=False)
+                n[name] = L.Eltwise(shortcut, branch)
+                top = n[name + "_relu"] = L.ReLU(n[name], in_place=True)
+        n.pool5 = L.Pooling(top, pool=P.Pooling.AVE, kernel_size=7, stride=1)
+        n.fc1000 = L.InnerProduct(n.pool5, num_output=1000)
+        n.prob = L.Softmax(n.fc1000)
+    return build
+
+
+ZOO_NETS = {net.name: net for net in (
+    ZooNet("bvlc_reference_caffenet", "CaffeNet", caffenet(), ILSVRC_SHAPE),
+    ZooNet("bvlc_alexnet", "AlexNet", alexnet, ILSVRC_SHAPE),
+    ZooNet("bvlc_reference_rcnn_ilsvrc13", "R-CNN-ilsvrc13",
+           caffenet("fc-rcnn", 200, softmax=False), ILSVRC_SHAPE, inputs="input_shape"),
+    ZooNet("finetune_flickr_style", "FlickrStyleCaffeNet", caffenet("fc8_flickr", 20),
+           ILSVRC_SHAPE),
+    ZooNet("bvlc_googlenet", "GoogleNet", googlenet, (10, 3, 224, 224)),
+    *(ZooNet(f"ResNet-{depth}", f"ResNet-{depth}", resnet(depth), RESNET_SHAPE,
+             inputs="input_dim") for depth in RESNET_BLOCKS),
+)}
