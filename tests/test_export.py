@@ -59,6 +59,16 @@ def file_blobs(weights):
             for i, blob in enumerate(layer.blobs)}
 
 
+def load_exported(path: Path) -> dict:
+    """The arrays of an exported tensor file, read by the format's own library."""
+    if path.suffix == ".pt":
+        return {k: v.numpy() for k, v in torch.load(path, weights_only=True).items()}
+    if path.suffix == ".npz":
+        return dict(np.load(path))
+    from safetensors.numpy import load_file
+    return load_file(path)
+
+
 def test_torch_module_reproduces_bvlc_score(weights, golden, deploy):
     module = CaffeModule(deploy, weights).eval()
     assert module.input_names == ["data"] and module.output_names == ["score"]
@@ -75,13 +85,7 @@ def test_tensor_formats_hold_the_caffemodel_blobs(weights, deploy, tmp_path, suf
     out = tmp_path / f"fcn8s{suffix}"
     result = export(deploy, weights, out)
     assert result.path == out and result.max_error <= 1e-4
-    if suffix == ".pt":
-        loaded = {k: v.numpy() for k, v in torch.load(out, weights_only=True).items()}
-    elif suffix == ".npz":
-        loaded = dict(np.load(out))
-    else:
-        from safetensors.numpy import load_file
-        loaded = load_file(out)
+    loaded = load_exported(out)
     expected = file_blobs(weights)
     assert set(loaded) == set(expected)
     assert "fc6.0" in loaded and "upscore8.0" in loaded and "upscore8.1" not in loaded

@@ -61,6 +61,11 @@ class CaffeModule(torch.nn.Module):
         values = dict(zip(self.input_names, inputs))
         for step, (impl, bottom_names, top_names, slots, shapes) in enumerate(self._plan):
             impl.blobs = [self.blobs[i].view(shape) for i, shape in slots]
+            if impl.writes_blobs:
+                # a forward that updates its blobs (BatchNorm on batch
+                # statistics) does so on copies: the module keeps the
+                # caffemodel's values, and its outputs do not depend on them
+                impl.blobs = [blob.clone() for blob in impl.blobs]
             bottoms = [values[name] for name in bottom_names]
             now = [tuple(t.shape) for t in bottoms]
             if now != shapes:
