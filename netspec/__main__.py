@@ -17,13 +17,16 @@ from tqdm import tqdm
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .models import NETS
+    from .models import NETS as FCN_NETS
     from .writer import link_data_root, write_net
+    from .zoo import ZOO_NETS
+
+    NETS = {**FCN_NETS, **ZOO_NETS}
 
     parser = argparse.ArgumentParser(
         prog="fcn-nets",
         description="Write the reference FCN prototxts (train / test / deploy / "
-                    "solver) and the base nets' deploy prototxts.")
+                    "solver), the base nets' and the Model Zoo nets' deploy prototxts.")
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help="models or base nets to write, or 'all'")
     parser.add_argument("--out", default="models", help="output folder (default: models)")

@@ -9,6 +9,8 @@ from google.protobuf import text_format
 from netspec.__main__ import main
 from netspec.models import NETS
 from netspec.writer import to_prototxt
+from netspec.zoo import ZOO_NETS
+import torchcaffe
 from torchcaffe.proto import caffe_pb2
 
 MODELS = ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet",
@@ -308,9 +310,20 @@ def test_cli_writes_the_four_files_and_a_solve_script(tmp_path, capsys):
     assert crops(net)["score"] == [31]
 
 
+def test_cli_writes_a_zoo_deploy_net_with_its_legacy_input(tmp_path):
+    assert main(["--out", str(tmp_path), "bvlc_reference_rcnn_ilsvrc13"]) == 0
+    path = tmp_path / "bvlc_reference_rcnn_ilsvrc13" / "deploy.prototxt"
+    text = path.read_text()
+    assert text.startswith('name: "R-CNN-ilsvrc13"\ninput: "data"\ninput_shape {')
+    assert 'type: "Input"' not in text and 'type: "Softmax"' not in text
+    net = torchcaffe.Net(str(path), torchcaffe.TEST)
+    assert net.inputs == ["data"] and net.blobs["data"].shape == (10, 3, 227, 227)
+    assert net.outputs == ["fc-rcnn"] and net.blobs["fc-rcnn"].shape == (10, 200)
+
+
 def test_cli_list_and_unknown_name(capsys):
     assert main(["--list"]) == 0
-    assert capsys.readouterr().out.split() == MODELS + BASE_NETS
+    assert capsys.readouterr().out.split() == MODELS + BASE_NETS + list(ZOO_NETS)
     with pytest.raises(SystemExit):
         main(["--out", "unused", "voc-fcn7s"])
     err = capsys.readouterr().err
