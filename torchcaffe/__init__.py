@@ -4,8 +4,11 @@
 `caffe.SGDSolver`, `caffe.Layer`, `caffe.TRAIN` / `caffe.TEST`,
 `caffe.set_mode_gpu()`, `caffe.NetSpec`, `caffe.layers` / `caffe.params`.
 Names are imported on first use, so emitting prototxts never loads torch.
+Log lines print to stderr in Caffe's glog format (see `torchcaffe.glog`).
 """
 from importlib import import_module
+
+from . import glog as _glog
 
 TRAIN = 0
 TEST = 1
@@ -32,6 +35,8 @@ _EXPORTS = {
     "layers": "torchcaffe.net_spec",
     "params": "torchcaffe.net_spec",
     "to_proto": "torchcaffe.net_spec",
+    "init_log": "torchcaffe.glog",
+    "log": "torchcaffe.glog",
 }
 _SUBMODULES = {"proto", "coord_map", "net_spec", "io", "caffemodel"}
 
@@ -49,3 +54,6 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)
+
+
+_glog.install()
