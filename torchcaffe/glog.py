@@ -13,9 +13,9 @@ source file and line). This module gives torchcaffe the same:
   that prints in that format while the program has not configured logging
   itself (no handler on the root logger); a program that has gets the
   records through its own handlers instead, never twice;
-- `console_handler()` is a root-logger stderr handler in that format, for
-  programs (the `torchcaffe` tool, the FCN scripts) whose every line should
-  look like Caffe's;
+- `console()` makes a stderr handler in that format the root logger's
+  console meanwhile, for programs (the `torchcaffe` tool, the FCN scripts)
+  whose every line should look like Caffe's;
 - `GLOG_minloglevel` (0 info, 1 warnings, 2 errors, 3 fatal only) sets the
   lowest severity printed, read at import, as glog reads it at start-up;
   `GLOG_logtostderr` is accepted: torchcaffe never writes glog's log files,
@@ -28,11 +28,13 @@ glog prints a C++ `float` with `<<`, i.e. six significant digits (`%g`):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import threading
 import time
+from typing import Iterator
 
 LOGGER_NAME = "torchcaffe"
 MIN_LEVEL_ENV = "GLOG_minloglevel"
@@ -112,19 +114,28 @@ def console_handler(level: int | None = None) -> logging.Handler:
     return handler
 
 
-def use_console(level: int | None = None) -> logging.Handler:
-    """Make glog lines on stderr the program's console: replace the root
-    logger's stderr/stdout handlers by `console_handler(level)`, and let
-    records from that level through. Returns the handler."""
+@contextlib.contextmanager
+def console(level: int | None = None) -> Iterator[logging.Handler]:
+    """Meanwhile, glog lines on stderr are the program's console: the root
+    logger's stderr/stdout handlers give way to `console_handler(level)`,
+    and the root logger lets records from that level through."""
     root = logging.getLogger()
-    for old in [h for h in root.handlers if type(h) is logging.StreamHandler
-                and getattr(h, "stream", None) in (sys.stderr, sys.stdout)]:
-        root.removeHandler(old)
+    replaced = [h for h in root.handlers if type(h) is logging.StreamHandler
+                and getattr(h, "stream", None) in (sys.stderr, sys.stdout)]
+    previous_level = root.level
     handler = console_handler(level)
+    for old in replaced:
+        root.removeHandler(old)
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > handler.level:
         root.setLevel(handler.level)
-    return handler
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        for old in replaced:
+            root.addHandler(old)
+        root.setLevel(previous_level)
 
 
 def _default_console() -> _DefaultConsole:

@@ -227,6 +227,8 @@ class SGDSolver:
             raise self._error("give either net or net_param, not both")
         sources: list[caffe_pb2.NetParameter] = list(p.test_net_param)
         sources += [read_net_prototxt(path) for path in p.test_net]
+        origins = (["test_net_param"] * len(p.test_net_param)
+                   + [f"test_net file: {path}" for path in p.test_net])
         explicit = len(sources)
         generic = p.HasField("net") or p.HasField("net_param")
         if (len(p.test_iter) < explicit) if generic else (len(p.test_iter) != explicit):
@@ -235,6 +237,7 @@ class SGDSolver:
         for _ in range(len(p.test_iter) - explicit):
             sources.append(p.net_param if p.HasField("net_param")
                            else read_net_prototxt(p.net))
+            origins.append("net_param" if p.HasField("net_param") else f"net file: {p.net}")
         if len(p.test_state) and len(p.test_state) != len(sources):
             raise self._error("test_state must be unspecified or given once per test net")
         if sources and p.test_interval <= 0:
@@ -248,7 +251,7 @@ class SGDSolver:
             if len(p.test_state):
                 state.MergeFrom(p.test_state[i])
             net_param.state.CopyFrom(state)
-            log.info("Creating test net (#%d)", i)
+            log.info("Creating test net (#%d) specified by %s", i, origins[i])
             nets.append(Net(net_param, keep_diffs=False))
         return nets
 
