@@ -131,3 +131,10 @@ def test_device_query_lists_each_device(capsys):
     assert lines[1] == "Device id:                     0"
     assert any(re.fullmatch(r"Name: {26}\S.*", m) for m in lines)
     assert any(re.fullmatch(r"Total global memory: {11}\d+", m) for m in lines)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a CPU-only machine")
+def test_a_gpu_flag_without_cuda_is_one_error_line(tiny, capsys):
+    assert main(["time", "-model", "net.prototxt", "-gpu", "0"]) == 1
+    errors = [l for l in capsys.readouterr().err.splitlines() if not re.match(r"I\d{4} ", l)]
+    assert errors == ["torchcaffe: error: set_mode_gpu: no CUDA device is available to PyTorch"]

@@ -10,7 +10,6 @@ ends the run with one error line and exit status 1.
 """
 from __future__ import annotations
 
-import logging
 import sys
 from importlib import import_module
 from typing import Sequence
@@ -55,7 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with glog.console():
             return module.run(parse(command, module.FLAGS, rest))
     except (CaffeError, OSError) as exc:
-        logging.getLogger(__name__).debug("failed", exc_info=True)
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
