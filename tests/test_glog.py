@@ -193,3 +193,19 @@ def test_init_log_refuses_other_levels(level):
 
 def test_pycaffe_names():
     assert torchcaffe.init_log is glog.init_log and torchcaffe.log is glog.log
+
+
+def test_iteration_rate_counts_from_the_last_display_across_step_calls(tmp_path, monkeypatch,
+                                                                       capsys):
+    # pycaffe loops call step(1): Caffe's rate still counts the iterations
+    # since the last display (its timer restarts with each Step call)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    solver = torchcaffe.get_solver(str(write_tiny(tmp_path, display=3)))
+    with glog.console():
+        for _ in range(7):
+            solver.step(1)
+    lines = [(kind, g) for _, kind, g in parse_lines(capsys.readouterr().err) if kind == "display"]
+    assert [int(g[0]) for _, g in lines] == [0, 3, 6]
+    assert float(lines[0][1][1]) == 0  # no display before: Caffe's counter starts at 0
+    assert all(float(g[1]) > 0 for _, g in lines[1:])

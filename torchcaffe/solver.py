@@ -168,6 +168,7 @@ class SGDSolver:
         self._callbacks: list[tuple[Callable, Callable]] = []
         self._action_function: Callable[[], SolverAction] | None = None
         self.requested_early_exit = False
+        self._iterations_last = 0  # the iteration of the last display, across step() calls
         self.test_scores: list[dict[str, float]] = []
         params = self.net.learnable_params
         device = params[0].leaf.device if params else mode.device()
@@ -286,7 +287,7 @@ class SGDSolver:
         start_iter, stop_iter = self.iter, self.iter + int(iters)
         self._losses = []
         self.smoothed_loss = 0.0
-        timer, iters_last = time.perf_counter(), self.iter
+        timer = time.perf_counter()  # restarted by every step() call, as Caffe's
         net = self.net
         last_layer = len(net.layers) - 1
         while self.iter < stop_iter:
@@ -309,9 +310,9 @@ class SGDSolver:
             if display:
                 lapse = time.perf_counter() - timer
                 log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter,
-                         caffe_float((self.iter - iters_last) / (lapse or 1)),
+                         caffe_float((self.iter - self._iterations_last) / (lapse or 1)),
                          caffe_float(lapse), p.display, caffe_float(self.smoothed_loss))
-                timer, iters_last = time.perf_counter(), self.iter
+                timer, self._iterations_last = time.perf_counter(), self.iter
                 self._log_outputs(net, "Train", {
                     name: net.blobs[name].data.ravel() for name in net.outputs})
             for _, on_gradients_ready in self._callbacks:
