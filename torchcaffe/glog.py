@@ -84,24 +84,18 @@ def min_level_from_env() -> int:
     return _GLOG_LEVELS[min(max(number, 0), len(_GLOG_LEVELS) - 1)]
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever `sys.stderr` is at each record (it may be replaced)."""
+class _DefaultConsole(logging.StreamHandler):
+    """pycaffe's default: torchcaffe's lines on stderr (whatever `sys.stderr`
+    is at each record), unless the program routes log records itself (then
+    its root handlers print them)."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
         self.setFormatter(GlogFormatter())
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)
-
-
-class _DefaultConsole(_StderrHandler):
-    """pycaffe's default: torchcaffe's lines on stderr, unless the program
-    routes log records itself (then its root handlers print them)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
         if not logging.getLogger().handlers:
+            self.stream = sys.stderr
             super().emit(record)
 
 
