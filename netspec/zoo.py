@@ -1,4 +1,5 @@
-"""Model Zoo deploy nets: the CaffeNet family, AlexNet, GoogLeNet and the ResNets.
+"""Model Zoo deploy nets: Caffe's LeNet and CIFAR-10 quick examples, the
+CaffeNet family, AlexNet, GoogLeNet and the ResNets.
 
 Each net has the layer names, layer order and parameter shapes of its
 released deploy file, so the released caffemodel loads by layer name
@@ -62,6 +63,64 @@ class ZooNet:
         return {"deploy.prototxt": self.deploy(width)}
 
 
+# ---------------------------------------------------------------- Caffe's examples
+
+# the examples learn biases at twice the weights' rate, without decay settings
+EXAMPLE_PARAMS = [dict(lr_mult=1), dict(lr_mult=2)]
+ZERO = dict(type="constant")
+
+
+def lenet_classifier(n, data):
+    """LeNet (examples/mnist) up to `ip2`, its fillers as in lenet_train_test."""
+    filled = dict(param=EXAMPLE_PARAMS, weight_filler=dict(type="xavier"), bias_filler=ZERO)
+    top = data
+    for index, outputs in ((1, 20), (2, 50)):
+        n[f"conv{index}"] = L.Convolution(top, num_output=outputs, kernel_size=5, stride=1,
+                                          **filled)
+        top = n[f"pool{index}"] = _max_pool(n[f"conv{index}"], 2, 2)
+    n.ip1 = L.InnerProduct(top, num_output=500, **filled)
+    n.relu1 = L.ReLU(n.ip1, in_place=True)
+    n.ip2 = L.InnerProduct(n.relu1, num_output=10, **filled)
+    return n.ip2
+
+
+def lenet(n, data, width):
+    n.prob = L.Softmax(lenet_classifier(n, data))
+
+
+# conv1..conv3 of CIFAR-10 quick: outputs, pooling after it, its weight filler's std
+CIFAR10_QUICK_CONVS = ((32, P.Pooling.MAX, 1e-4), (32, P.Pooling.AVE, 0.01),
+                       (64, P.Pooling.AVE, 0.01))
+
+
+def cifar10_quick_classifier(n, data, *, fillers: bool):
+    """CIFAR-10 quick (examples/cifar10) up to `ip2`; `fillers` as in
+    cifar10_quick_train_test (the deploy file has none). conv1 pools before
+    its ReLU, the others after."""
+    def filled(std):
+        return dict(weight_filler=dict(type="gaussian", std=std), bias_filler=ZERO) \
+            if fillers else {}
+
+    top = data
+    for index, (outputs, pool, std) in enumerate(CIFAR10_QUICK_CONVS, start=1):
+        conv = n[f"conv{index}"] = L.Convolution(top, num_output=outputs, pad=2, kernel_size=5,
+                                                 stride=1, param=EXAMPLE_PARAMS, **filled(std))
+        pool_args = dict(pool=pool, kernel_size=3, stride=2)
+        if index == 1:
+            n.pool1 = L.Pooling(conv, **pool_args)
+            top = n.relu1 = L.ReLU(n.pool1, in_place=True)
+        else:
+            n[f"relu{index}"] = L.ReLU(conv, in_place=True)
+            top = n[f"pool{index}"] = L.Pooling(n[f"relu{index}"], **pool_args)
+    n.ip1 = L.InnerProduct(top, num_output=64, param=EXAMPLE_PARAMS, **filled(0.1))
+    n.ip2 = L.InnerProduct(n.ip1, num_output=10, param=EXAMPLE_PARAMS, **filled(0.1))
+    return n.ip2
+
+
+def cifar10_quick(n, data, width):
+    n.prob = L.Softmax(cifar10_quick_classifier(n, data, fillers=False))
+
+
 # ---------------------------------------------------------------- AlexNet family
 
 def caffenet(last: str = "fc8", classes: int = backbones.ILSVRC_CLASSES, softmax: bool = True):
@@ -102,7 +161,9 @@ def _conv_relu(n, name: str, bottom, num_output: int, kernel: int, stride: int =
 
 
 def _max_pool(bottom, kernel: int, stride: int, pad: int = 0):
-    return L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=kernel, stride=stride, pad=pad)
+    """MAX pooling; `pad` written only where the released nets write it."""
+    padding = dict(pad=pad) if pad else {}
+    return L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=kernel, stride=stride, **padding)
 
 
 def googlenet(n, data, width):
@@ -191,6 +252,8 @@ def resnet(depth: int):
 
 
 ZOO_NETS = {net.name: net for net in (
+    ZooNet("lenet", "LeNet", lenet, (64, 1, 28, 28)),
+    ZooNet("cifar10_quick", "CIFAR10_quick_test", cifar10_quick, (1, 3, 32, 32)),
     ZooNet("bvlc_reference_caffenet", "CaffeNet", caffenet(), ILSVRC_SHAPE),
     ZooNet("bvlc_alexnet", "AlexNet", alexnet, ILSVRC_SHAPE),
     ZooNet("bvlc_reference_rcnn_ilsvrc13", "R-CNN-ilsvrc13",

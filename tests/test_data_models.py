@@ -1,8 +1,11 @@
 """Model Zoo train_val style nets fed by Data layers train with SGDSolver:
-LeNet on an MNIST-shaped LMDB and a narrow CaffeNet with a mean file,
-227 crops and mirroring. The labels each iteration sees follow the DB's
-key order."""
+LeNet on an MNIST-shaped LMDB, CIFAR-10 quick on a CIFAR-shaped one with a
+mean file (both on the layers of their netspec.zoo deploy nets) and a narrow
+CaffeNet with a mean file, 227 crops and mirroring. The labels each
+iteration sees follow the DB's key order."""
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import pytest
@@ -15,44 +18,46 @@ from torchcaffe.db import Writer
 from torchcaffe.proto import caffe_pb2
 from torchcaffe.tools import compute_image_mean, convert_imageset
 
+from netspec.zoo import cifar10_quick_classifier, lenet_classifier
+
 pytest.importorskip("lmdb", reason="the [data] extra (lmdb) reads LMDBs")
 
 GAUSS = dict(type="gaussian", std=0.01)
 LEARN = [dict(lr_mult=1), dict(lr_mult=2)]
 
 
-def mnist_like_lmdb(path, count=24) -> list[int]:
-    """28x28 gray digits-like images: each class a bright bar at its own place."""
+def bar_images_lmdb(path, count=24, shape=(28, 28, 1)) -> list[int]:
+    """Dark images (28x28 gray: MNIST-shaped) of 4 classes, each class a
+    bright bar at its own place."""
     rng = np.random.default_rng(0)
     labels = [i % 4 for i in range(count)]
     with Writer(path, "lmdb") as db:
         for i, label in enumerate(labels):
-            image = rng.integers(0, 40, (28, 28, 1)).astype(np.uint8)
+            image = rng.integers(0, 40, shape).astype(np.uint8)
             image[4 + 5 * label:8 + 5 * label, 4:24] = 255
             db.put(f"{i:08d}".encode(), image_datum(image, label).SerializeToString())
     return labels
 
 
-def lenet(source, batch_size, phase) -> caffe_pb2.NetParameter:
+def example_train_net(name, classifier, source, batch_size, phase, transform):
+    """A train / test net of Caffe's examples: Data layer, the deploy net's
+    layers up to ip2 (shared with netspec.zoo), [accuracy], loss."""
     n = torchcaffe.NetSpec()
     n.data, n.label = L.Data(data_param=dict(source=str(source), batch_size=batch_size,
                                              backend=P.Data.LMDB),
-                             transform_param=dict(scale=0.00390625), ntop=2)
-    n.conv1 = L.Convolution(n.data, num_output=20, kernel_size=5, weight_filler=dict(type="xavier"),
-                            param=LEARN)
-    n.pool1 = L.Pooling(n.conv1, kernel_size=2, stride=2, pool=P.Pooling.MAX)
-    n.conv2 = L.Convolution(n.pool1, num_output=50, kernel_size=5, weight_filler=dict(type="xavier"),
-                            param=LEARN)
-    n.pool2 = L.Pooling(n.conv2, kernel_size=2, stride=2, pool=P.Pooling.MAX)
-    n.ip1 = L.InnerProduct(n.pool2, num_output=500, weight_filler=dict(type="xavier"), param=LEARN)
-    n.relu1 = L.ReLU(n.ip1, in_place=True)
-    n.ip2 = L.InnerProduct(n.relu1, num_output=10, weight_filler=dict(type="xavier"), param=LEARN)
+                             transform_param=transform, ntop=2)
+    ip2 = classifier(n, n.data)
     if phase == torchcaffe.TEST:
-        n.accuracy = L.Accuracy(n.ip2, n.label)
-    n.loss = L.SoftmaxWithLoss(n.ip2, n.label)
+        n.accuracy = L.Accuracy(ip2, n.label)
+    n.loss = L.SoftmaxWithLoss(ip2, n.label)
     net = n.to_proto()
-    net.name = "LeNet"
+    net.name = name
     return net
+
+
+def lenet(source, batch_size, phase) -> caffe_pb2.NetParameter:
+    return example_train_net("LeNet", lenet_classifier, source, batch_size, phase,
+                             dict(scale=0.00390625))
 
 
 def solver_for(train: caffe_pb2.NetParameter, test: caffe_pb2.NetParameter | None = None, **fields):
@@ -65,7 +70,7 @@ def solver_for(train: caffe_pb2.NetParameter, test: caffe_pb2.NetParameter | Non
 
 
 def test_lenet_trains_on_an_mnist_shaped_lmdb_in_key_order(tmp_path):
-    labels = mnist_like_lmdb(tmp_path / "mnist_train_lmdb")
+    labels = bar_images_lmdb(tmp_path / "mnist_train_lmdb")
     solver = solver_for(lenet(tmp_path / "mnist_train_lmdb", 8, torchcaffe.TRAIN),
                         lenet(tmp_path / "mnist_train_lmdb", 8, torchcaffe.TEST),
                         base_lr=0.01, momentum=0.9, weight_decay=0.0005, lr_policy="inv",
@@ -83,6 +88,32 @@ def test_lenet_trains_on_an_mnist_shaped_lmdb_in_key_order(tmp_path):
     test_net.forward()
     assert test_net.blobs["accuracy"].data >= 0.75
     np.testing.assert_array_equal(test_net.blobs["label"].data, labels[:8])
+
+
+def test_cifar10_quick_trains_on_a_cifar_shaped_lmdb_with_a_mean_file(tmp_path):
+    labels = bar_images_lmdb(tmp_path / "cifar10_train_lmdb", count=16, shape=(32, 32, 3))
+    mean = tmp_path / "mean.binaryproto"
+    assert compute_image_mean.main([str(tmp_path / "cifar10_train_lmdb"), str(mean)]) == 0
+
+    def net(phase):
+        return example_train_net("CIFAR10_quick", partial(cifar10_quick_classifier, fillers=True),
+                                 tmp_path / "cifar10_train_lmdb", 8, phase,
+                                 dict(mean_file=str(mean)))
+
+    # cifar10_quick_solver's settings
+    solver = solver_for(net(torchcaffe.TRAIN), net(torchcaffe.TEST), base_lr=0.001,
+                        momentum=0.9, weight_decay=0.004, lr_policy="fixed", max_iter=100)
+    assert solver.net.params["conv1"][0].data.std() < 1e-3  # gaussian std 1e-4, as released
+    losses = []
+    for it in range(4):
+        solver.step(1)
+        np.testing.assert_array_equal(solver.net.blobs["label"].data,
+                                      labels[8 * (it % 2):8 * (it % 2) + 8])
+        losses.append(float(solver.net.blobs["loss"].data))
+    # ten classes and near-zero initial weights: the loss starts at ln 10
+    assert abs(losses[0] - np.log(10)) < 0.05 and np.isfinite(losses).all(), losses
+    solver.test_nets[0].forward()
+    assert 0 <= float(solver.test_nets[0].blobs["accuracy"].data) <= 1
 
 
 def caffenet(source, mean_file, batch_size, classes) -> caffe_pb2.NetParameter:

@@ -1,9 +1,11 @@
-"""The Model Zoo deploy nets of `netspec.zoo` (CaffeNet, AlexNet, R-CNN
-ILSVRC13, Flickr style, GoogLeNet, ResNet-50 / 101 / 152): CaffeNet's is
-BVLC's own deploy file as a protobuf message; every net builds and runs
-forward; parameter counts and the parameter shapes of key layers are derived
-here from the architecture tables (AlexNet paper, Szegedy et al. Table 1,
-He et al. Table 1), so the released caffemodels load by name and shape."""
+"""The Model Zoo deploy nets of `netspec.zoo` (LeNet, CIFAR-10 quick,
+CaffeNet, AlexNet, R-CNN ILSVRC13, Flickr style, GoogLeNet, ResNet-50 / 101
+/ 152). LeNet's, CIFAR-10 quick's and CaffeNet's equal BVLC's own deploy
+files as protobuf messages (so BVLC's outputs for those files, checked in
+test_golden_zoo.py, are theirs). Every net builds and runs forward; its
+parameter count and the parameter shapes of key layers are derived here from
+the architecture tables (AlexNet paper, Szegedy et al. Table 1, He et al.
+Table 1), so the released caffemodels load by name and shape."""
 import math
 
 import numpy as np
@@ -73,11 +75,13 @@ def test_alexnet_count_is_the_published_one():
     assert alexnet_learnable(1000) == 60_965_224
 
 
-@pytest.mark.parametrize("path", file_params("zoo/bvlc_reference_caffenet.prototxt"))
-def test_caffenet_deploy_is_bvlc_file(path):
+# BVLC's own deploy files, whose outputs tests/test_golden_zoo.py checks
+@pytest.mark.parametrize("path", file_params(*(f"zoo/{name}.prototxt" for name in (
+    "lenet", "cifar10_quick", "bvlc_reference_caffenet"))))
+def test_deploy_is_the_released_file(path):
     released = caffe_pb2.NetParameter()
     text_format.Merge(path.read_text(), released)
-    assert ZOO_NETS["bvlc_reference_caffenet"].deploy() == released
+    assert ZOO_NETS[path.stem].deploy() == released
 
 
 def test_alexnet_family_differences_from_caffenet():
