@@ -156,6 +156,14 @@ def test_registry_names_resolve_and_unknown_names_are_refused():
         lookup("fcn9s")
 
 
+def test_every_registry_entry_fits_a_net_netspec_writes():
+    from netspec.models import NETS
+    from netspec.zoo import ZOO_NETS
+
+    assert {entry.net for entry in REGISTRY.values()} <= set(NETS) | set(ZOO_NETS)
+    assert REGISTRY["bvlc_googlenet"].url == "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel"
+
+
 def test_registry_covers_the_model_zoo():
     zoo = {"fcn32s-heavy-pascal", "fcn16s-heavy-pascal", "fcn8s-heavy-pascal",
            "fcn8s-atonce-pascal", "fcn-alexnet-pascal", "nyud-fcn32s-color-heavy",

@@ -1,4 +1,5 @@
-"""Where the reference weights live: the FCN Model Zoo and the ILSVRC base nets.
+"""Where the reference weights live: the FCN Model Zoo, the ILSVRC base nets
+and the other BVLC Model Zoo nets netspec writes.
 
 URLs are those of the FCN release's `<model>/caffemodel-url` files and of
 BVLC Caffe's `models/<name>/readme.md`; the VGG16 URL is the one the VGG
@@ -75,6 +76,15 @@ _FILES = [
         "bvlc_alexnet", f"{ZOO_HOST}/bvlc_alexnet.caffemodel",
         "alexnet", "BVLC AlexNet (LRN before pooling; same parameter shapes as CaffeNet)",
         sha1="9116a64c0fbe4459d18f4bb6b56d647b63920377"),
+    # the other BVLC Model Zoo nets of netspec.zoo (`python -m netspec <name>`)
+    _zoo("bvlc_googlenet", "bvlc_googlenet", "BVLC GoogLeNet, ILSVRC 2012 classifier",
+         sha1="405fc5acd08a3bb12de8ee5e23a96bec22f08204"),
+    _zoo("bvlc_reference_rcnn_ilsvrc13", "bvlc_reference_rcnn_ilsvrc13",
+         "R-CNN ILSVRC13 detector's CaffeNet with the 200-class fc-rcnn layer",
+         sha1="bdd8abb885819cba5e2fe1eb36235f2319477e64"),
+    _zoo("finetune_flickr_style", "finetune_flickr_style",
+         "CaffeNet fine-tuned on Flickr Style, 20 classes (fc8_flickr)",
+         sha1="443ad95a61fb0b5cd3cee55951bcc1f299186b5e"),
 ]
 
 REGISTRY: dict[str, WeightFile] = {f.name: f for f in _FILES}
