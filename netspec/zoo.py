@@ -84,6 +84,7 @@ def lenet_classifier(n, data):
     return n.ip2
 
 
+# the examples are small enough to run as released: `width` leaves them alone
 def lenet(n, data, width):
     n.prob = L.Softmax(lenet_classifier(n, data))
 
