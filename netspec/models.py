@@ -69,8 +69,17 @@ def vgg16_bgrd(n, image, **kwargs):
     return backbones.vgg16(n, image, first_conv="conv1_1_bgrd", **kwargs)
 
 
+def vgg16_frozen(n, image, **kwargs):
+    """VGG16 that does not learn: FCN-32s-fixed tunes only its score layer."""
+    return backbones.vgg16(n, image, frozen=True, **kwargs)
+
+
 def fcn_alexnet(n, image, **kwargs):
     return backbones.alexnet(n, image, fcn_release=True, **kwargs)
+
+
+def googlenet(n, image, **kwargs):
+    return backbones.googlenet(n, image, **kwargs)
 
 
 def single(classes, stride=32, **head_kwargs) -> tuple[Task, ...]:
@@ -194,4 +203,33 @@ BASE_NETS = (
     BaseNet("alexnetfcn", _alexnet_base(fully_conv=True), (10, 3, 227, 227)),
 )
 
-NETS = {net.name: net for net in MODELS + BASE_NETS}
+def _googlenet_base(fully_conv):
+    """bvlc_googlenet's deploy net (main branch), or its classifier as a 1x1
+    convolution over the final 7x7 average pool."""
+    def build(n, image, width):
+        features = backbones.googlenet(n, image, first_pad=3, final_pool=True, width=width)
+        backbones.classifier(n, features, fully_conv=fully_conv, name="loss3/classifier")
+    return build
+
+
+# Nets of the paper's studies beyond the release: Table 1's FCN-GoogLeNet
+# (Table 1 recipe: minibatch 20, fixed rate 5e-5, momentum 0.9; weight decay
+# 2e-4, GoogLeNet's own ILSVRC setting; upsampling kernel 63, as FCN-AlexNet
+# has: with 64 its odd-kernel pools leave the crop half a pixel off) and
+# Table 2's FCN-32s-fixed
+PAPER_MODELS = (
+    Model("voc-fcn-googlenet", voc(),
+          SingleStream(googlenet, (Task(Head(21, 32, final_kernel=63), normalize=True),)),
+          Solver(base_lr=5e-5, max_iter=100000, momentum=0.9, iter_size=20,
+                 weight_decay=0.0002)),
+    Model("voc-fcn32s-fixed", voc(), SingleStream(vgg16_frozen, single(21, 32)),
+          Solver(base_lr=1e-10, max_iter=100000)),
+)
+
+PAPER_BASE_NETS = (
+    BaseNet("googlenet", _googlenet_base(fully_conv=False), (10, 3, 224, 224),
+            net_name="GoogleNet"),
+    BaseNet("googlenetfcn", _googlenet_base(fully_conv=True), (10, 3, 224, 224)),
+)
+
+NETS = {net.name: net for net in MODELS + BASE_NETS + PAPER_MODELS + PAPER_BASE_NETS}

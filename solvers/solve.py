@@ -85,7 +85,10 @@ def seg_tasks(model: str) -> tuple[SegTask, ...]:
 def base_nets(model: str) -> tuple[str, str]:
     """netspec names of the base net a chain-first model starts from: its
     fully convolutional form, then the ILSVRC classifier form."""
-    return ("alexnetfcn", "alexnet") if "alexnet" in model else ("vgg16fcn", "vgg16")
+    for backbone in ("alexnet", "googlenet"):
+        if backbone in model:
+            return f"{backbone}fcn", backbone
+    return "vgg16fcn", "vgg16"
 
 
 def stage_chain(model: str, stages: str | None = None) -> list[str]:
