@@ -103,9 +103,10 @@ class Model:
     net: Callable
     solver: Solver
 
-    def net_proto(self, split: str | None, width: float = 1.0):
-        """The train / test net for a split, or the deploy net for None;
-        `width` scales the backbone's channel counts (1: the reference)."""
+    def net_spec(self, split: str | None, width: float = 1.0):
+        """The NetSpec of the train / test net for a split, or of the deploy
+        net for None; `width` scales the backbone's channel counts (1: the
+        reference)."""
         n = caffe.NetSpec()
         if split is None:
             input_layer(n, self.dataset)
@@ -113,7 +114,10 @@ class Model:
             data_layer(n, self.dataset, split)
         images = {name: n[name] for name, _ in self.dataset.image_channels}
         self.net(n, images, deploy=split is None, width=width)
-        return n.to_proto()
+        return n
+
+    def net_proto(self, split: str | None, width: float = 1.0):
+        return self.net_spec(split, width).to_proto()
 
     def prototxts(self, width: float = 1.0) -> dict:
         """File name -> NetParameter / SolverParameter message."""
@@ -136,11 +140,15 @@ class BaseNet:
     input_shape: tuple[int, int, int, int]
     net_name: str | None = None
 
-    def prototxts(self, width: float = 1.0) -> dict:
+    def net_spec(self, split: None = None, width: float = 1.0):
+        """The NetSpec of the deploy net (a base net has no other)."""
         n = caffe.NetSpec()
         n.data = L.Input(shape=dict(dim=list(self.input_shape)))
         self.build(n, n.data, width)
-        proto = n.to_proto()
+        return n
+
+    def prototxts(self, width: float = 1.0) -> dict:
+        proto = self.net_spec(None, width).to_proto()
         if self.net_name:
             proto.name = self.net_name
         return {"deploy.prototxt": proto}

@@ -312,7 +312,7 @@ def test_cli_writes_the_four_files_and_a_solve_script(tmp_path, capsys):
 
 def test_cli_list_and_unknown_name(capsys):
     assert main(["--list"]) == 0
-    assert capsys.readouterr().out.split() == MODELS + BASE_NETS
+    assert capsys.readouterr().out.split() == MODELS + BASE_NETS + PAPER_MODELS + PAPER_BASE_NETS
     with pytest.raises(SystemExit):
         main(["--out", "unused", "voc-fcn7s"])
     err = capsys.readouterr().err
