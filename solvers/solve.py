@@ -308,7 +308,7 @@ def _deploy_text(base: str, width: float | None) -> str:
     return to_prototxt(_prototxts(base, width)["deploy.prototxt"])
 
 
-def _data_layer(net):
+def python_data_layer(net):
     """The (first) Python data layer instance of a torchcaffe or pycaffe net."""
     for layer in net.layers:
         instance = getattr(getattr(layer, "impl", None), "instance", layer)
@@ -349,7 +349,7 @@ def train_stage(name: str, folder: Path, run: RunDir, init: Path | None, from_ba
 
 def _run_schedule(solver, name, folder, run, opts, total, step_offset, result) -> None:
     test_net = solver.test_nets[0] if solver.test_nets else None
-    data = _data_layer(test_net) if test_net is not None else None
+    data = python_data_layer(test_net) if test_net is not None else None
     ids = list(data.indices) if data is not None else []
     if opts.test_images is not None:
         ids = ids[:opts.test_images]
