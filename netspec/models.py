@@ -11,7 +11,8 @@ from typing import Callable
 from caffe_backend import caffe
 
 from . import backbones
-from .datasets import PASCAL_CONTEXT, SIFT_FLOW, Dataset, data_layer, input_layer, nyud, voc
+from .datasets import (PASCAL_CONTEXT, SIFT_FLOW, Dataset, TrainingOptions, data_layer,
+                       input_layer, nyud, voc)
 from .heads import Head, Task, late_fusion, softmax_loss, stream_score
 from .solver import Solver
 
@@ -103,30 +104,37 @@ class Model:
     net: Callable
     solver: Solver
 
-    def net_spec(self, split: str | None, width: float = 1.0):
+    def net_spec(self, split: str | None, width: float = 1.0,
+                 options: TrainingOptions | None = None):
         """The NetSpec of the train / test net for a split, or of the deploy
         net for None; `width` scales the backbone's channel counts (1: the
-        reference)."""
+        reference); `options` are the train data layer's studies."""
         n = caffe.NetSpec()
         if split is None:
             input_layer(n, self.dataset)
         else:
-            data_layer(n, self.dataset, split)
+            data_layer(n, self.dataset, split, options)
         images = {name: n[name] for name, _ in self.dataset.image_channels}
         self.net(n, images, deploy=split is None, width=width)
         return n
 
-    def net_proto(self, split: str | None, width: float = 1.0):
-        return self.net_spec(split, width).to_proto()
+    def net_proto(self, split: str | None, width: float = 1.0,
+                  options: TrainingOptions | None = None):
+        return self.net_spec(split, width, options).to_proto()
 
-    def prototxts(self, width: float = 1.0) -> dict:
-        """File name -> NetParameter / SolverParameter message."""
+    def prototxts(self, width: float = 1.0, options: TrainingOptions | None = None) -> dict:
+        """File name -> NetParameter / SolverParameter message; `options`
+        (loss sampling, class balancing, mirror / jitter) change the train
+        net's data layer and, for loss sampling, the solver's iter_size."""
         ds = self.dataset
+        solver = self.solver.to_proto(ds.train_file, ds.test_file, ds.test_iter)
+        if options is not None:
+            solver.iter_size = options.iter_size(solver.iter_size)
         return {
-            ds.train_file: self.net_proto(ds.train_split, width),
+            ds.train_file: self.net_proto(ds.train_split, width, options),
             ds.test_file: self.net_proto(ds.test_split, width),
             "deploy.prototxt": self.net_proto(None, width),
-            "solver.prototxt": self.solver.to_proto(ds.train_file, ds.test_file, ds.test_iter),
+            "solver.prototxt": solver,
         }
 
 
