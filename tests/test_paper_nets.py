@@ -1,6 +1,7 @@
 """The paper's nets beyond the release (FCN-GoogLeNet, FCN-32s-fixed) and the
 Table 1 figures, against facts of bvlc_googlenet's definition and the paper,
 and hand-derived receptive fields and parameter counts."""
+import numpy as np
 import pytest
 
 from netspec.models import NETS
@@ -126,3 +127,24 @@ def test_table1_command(capsys):
     assert "voc-fcn8s" in out and "voc-fcn-googlenet" in out and "MISMATCH" not in out
     with pytest.raises(SystemExit):
         table1_main(["voc-fcn7s"])
+
+
+def test_prepare_base_casts_the_googlenet_classifier(tmp_path):
+    from solvers.solve import _deploy_text
+    from test_paper_solve import random_googlenet
+    from torchcaffe.caffemodel import read_caffemodel
+    from weights.prepare import BASES, cast_to_fcn
+
+    spec = BASES["googlenet"]
+    base, blobs = random_googlenet(tmp_path, 0.0625)
+    fcn = tmp_path / "googlenetfcn.prototxt"
+    fcn.write_text(_deploy_text(spec.fcn, 0.0625))
+    out = tmp_path / spec.output
+    report = cast_to_fcn(tmp_path / "googlenet.prototxt", fcn, base, out)
+    assert [(m.layer, m.new_shape) for m in report.coerced] == [
+        ("loss3/classifier", (1000, 64, 1, 1))]
+    assert report.dropped == [] and report.untouched == []
+    cast = {layer.name: layer.blobs for layer in read_caffemodel(out) if layer.blobs}
+    np.testing.assert_array_equal(cast["loss3/classifier"][0][:, :, 0, 0],
+                                  blobs["loss3/classifier"][0])
+    np.testing.assert_array_equal(cast["inception_3a/5x5"][0], blobs["inception_3a/5x5"][0])
