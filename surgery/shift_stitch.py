@@ -20,6 +20,8 @@ Both run on the net cut at `top` (e.g. `score_fr`), before any upsampling.
 """
 from __future__ import annotations
 
+import argparse
+import logging
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
@@ -270,3 +272,74 @@ def dense_outputs(deploy_param, top: str, factor: int, image: np.ndarray, weight
     inside_r = np.array([f >= 0 and f + extent <= height for f in first[:rarefied.shape[1]]])
     inside_c = np.array([f >= 0 and f + extent <= width for f in first[:rarefied.shape[2]]])
     return DenseOutput(stitched, rarefied, inside_r[:, None] & inside_c[None, :])
+
+
+# ---------------------------------------------------------------- command line
+
+
+def load_deploy(model: str, width: float, weights: str | None, work: Path, seed: int):
+    """The model's deploy NetParameter and a net holding its weights (the
+    caffemodel, or random He-scaled weights for a demonstration)."""
+    from caffe_backend import caffe
+    from netspec.models import NETS
+
+    if model not in NETS:
+        raise CaffeError(f"unknown net '{model}' (see python -m netspec --list)")
+    proto = NETS[model].prototxts(width)["deploy.prototxt"]
+    path = work / "deploy.prototxt"
+    path.write_text(text_format.MessageToString(proto))
+    if weights:
+        return proto, caffe.Net(str(path), weights, caffe.TEST)
+    net = caffe.Net(str(path), caffe.TEST)
+    rng = np.random.default_rng(seed)
+    for blobs in net.params.values():
+        for blob in blobs:
+            fan = int(np.prod(blob.data.shape[1:])) if blob.data.ndim > 1 else 1
+            blob.data[...] = rng.standard_normal(blob.data.shape) * np.sqrt(2.0 / fan)
+    return proto, net
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m surgery.shift_stitch",
+        description="Section 3.2: a net's coarse output made f times denser by "
+                    "shift-and-stitch and by filter rarefaction, and how far they differ.")
+    parser.add_argument("model", help="a netspec net, e.g. voc-fcn32s")
+    parser.add_argument("--factor", type=int, default=2, help="f (default 2)")
+    parser.add_argument("--top", default="score_fr", help="the coarse output (default score_fr)")
+    parser.add_argument("--weights", help="caffemodel (default: random weights)")
+    parser.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    parser.add_argument("--image", help="an RGB image (default: random, --size pixels square)")
+    parser.add_argument("--size", type=int, default=400, help="random image size (default 400)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", help="write stitched / rarefied / interior to this .npz")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with tempfile.TemporaryDirectory(prefix="fcn-shift-stitch-") as work:
+            proto, net = load_deploy(args.model, args.width, args.weights, Path(work), args.seed)
+            if args.image:
+                from data_layers.seg_data import VOC_MEAN_BGR, load_bgr
+
+                image = load_bgr(Path(args.image), args.image, np.array(VOC_MEAN_BGR), "image")
+            else:
+                image = (np.random.default_rng(args.seed).standard_normal(
+                    (3, args.size, args.size)) * 50).astype(np.float32)
+            dense = dense_outputs(proto, args.top, args.factor, image, net)
+    except CaffeError as exc:
+        parser.exit(1, f"shift_stitch: error: {exc}\n")
+    inside = dense.interior
+    difference = np.abs(dense.stitched[:, inside] - dense.rarefied[:, inside])
+    scale = float(np.abs(dense.rarefied[:, inside]).max()) if inside.any() else 0.0
+    print(f"{args.model} {args.top}: dense {dense.rarefied.shape[1]}x{dense.rarefied.shape[2]} "
+          f"(factor {args.factor}); {int(inside.sum())} units with their field inside the image")
+    if inside.any():
+        print(f"max |shift-and-stitch - rarefaction| there: {difference.max():.3g} "
+              f"(outputs up to {scale:.3g})")
+    if args.save:
+        np.savez(args.save, stitched=dense.stitched, rarefied=dense.rarefied, interior=inside)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,13 +2,14 @@
 output (on the units whose receptive field lies in the image), here on a
 narrow FCN-AlexNet with random weights; and the rarefied nets' structure
 and receptive fields by hand."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-import torchcaffe as caffe
 from netspec.models import NETS
-from netspec.writer import to_prototxt
-from surgery.shift_stitch import dense_outputs, field_of, rarefied_layers, rarefy, truncate
+from surgery.shift_stitch import (dense_outputs, field_of, load_deploy, main, rarefied_layers,
+                                  rarefy, truncate)
 from torchcaffe.errors import CaffeError
 
 WIDTH = 0.0625
@@ -54,27 +55,28 @@ def test_factor_must_be_a_product_of_the_last_strides():
         rarefied_layers(cut, 3)
 
 
-def random_net(name, folder):
-    """The narrow deploy net with random (He-scaled) weights."""
-    proto = deploy(name, WIDTH)
-    path = folder / "deploy.prototxt"
-    path.write_text(to_prototxt(proto))
-    net = caffe.Net(str(path), caffe.TEST)
-    rng = np.random.default_rng(0)
-    for blobs in net.params.values():
-        for blob in blobs:
-            fan = np.prod(blob.data.shape[1:]) if blob.data.ndim > 1 else 1
-            blob.data[...] = rng.standard_normal(blob.data.shape) * np.sqrt(2.0 / fan)
-    return proto, net
-
-
-@pytest.mark.parametrize("factor", [2, 4])
-def test_shift_and_stitch_equals_rarefaction(factor, tmp_path):
-    proto, net = random_net("voc-fcn-alexnet", tmp_path)
+def test_shift_and_stitch_equals_rarefaction(tmp_path):
+    proto, net = load_deploy("voc-fcn-alexnet", WIDTH, None, tmp_path, seed=0)
     image = np.random.default_rng(1).standard_normal((3, 384, 384)).astype(np.float32) * 50
-    dense = dense_outputs(proto, "score_fr", factor, image, net)
+    check_agreement(dense_outputs(proto, "score_fr", 4, image, net), 4)
+
+
+def test_command_line(tmp_path, capsys):
+    out = tmp_path / "dense.npz"
+    assert main(["voc-fcn-alexnet", "--width", str(WIDTH), "--size", "384", "--factor", "2",
+                 "--save", str(out)]) == 0
+    assert "4 units with their field inside the image" in capsys.readouterr().out
+    saved = np.load(out)
+    check_agreement(SimpleNamespace(**{k: saved[k] for k in saved.files}), 2)
+    with pytest.raises(SystemExit):
+        main(["voc-fcn-alexnet", "--width", str(WIDTH), "--factor", "3"])
+    assert "factor 3" in capsys.readouterr().err
+
+
+def check_agreement(dense, factor):
+    """Both ways agree to float tolerance on every unit whose field (355 for
+    AlexNet) fits in the 384-pixel image: (384 - 355) // (32 / f) + 1 per axis."""
     interior = dense.interior
-    # AlexNet's field is 355: units at stride 32 / f whose field fits in 384 pixels
     assert interior.sum() == ((384 - 355) // (32 // factor) + 1) ** 2
     stitched, rarefied = dense.stitched[:, interior], dense.rarefied[:, interior]
     assert not np.isnan(stitched).any()
