@@ -139,16 +139,19 @@ def _dilated_max_pool(layer, kernel: int, pad: int, d: int) -> list:
     """Max over a kernel x kernel window of taps `d` apart, stride 1, out of
     Caffe layers: zero padding (AVE pool, kernel 1), a reference of the
     output's extent, one Crop per tap and an Eltwise MAX."""
-    make = type(layer)
+    make, pooling = type(layer), type(layer.pooling_param)
+    max_op = type(layer.eltwise_param).MAX
     name, bottom = layer.name, layer.bottom[0]
     source, added = bottom, []
     if pad:
         source = f"{name}/padded"
         added.append(make(name=source, type="Pooling", bottom=[bottom], top=[source],
-                          pooling_param=dict(pool=1, kernel_size=1, stride=1, pad=pad * d)))
+                          pooling_param=dict(pool=pooling.AVE, kernel_size=1, stride=1,
+                                             pad=pad * d)))
     reference = f"{name}/extent"
     added.append(make(name=reference, type="Pooling", bottom=[source], top=[reference],
-                      pooling_param=dict(pool=0, kernel_size=d * (kernel - 1) + 1, stride=1)))
+                      pooling_param=dict(pool=pooling.MAX, kernel_size=d * (kernel - 1) + 1,
+                                         stride=1)))
     taps = []
     for i in range(kernel):
         for j in range(kernel):
@@ -157,7 +160,7 @@ def _dilated_max_pool(layer, kernel: int, pad: int, d: int) -> list:
                               crop_param=dict(axis=2, offset=[i * d, j * d])))
             taps.append(tap)
     added.append(make(name=name, type="Eltwise", bottom=taps, top=list(layer.top),
-                      eltwise_param=dict(operation=2)))
+                      eltwise_param=dict(operation=max_op)))
     return added
 
 
