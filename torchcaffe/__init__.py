@@ -2,7 +2,8 @@
 
 `import torchcaffe as caffe` and use it as pycaffe: `caffe.Net`,
 `caffe.SGDSolver`, `caffe.Layer`, `caffe.TRAIN` / `caffe.TEST`,
-`caffe.set_mode_gpu()`, `caffe.NetSpec`, `caffe.layers` / `caffe.params`.
+`caffe.set_mode_gpu()`, `caffe.NetSpec`, `caffe.layers` / `caffe.params`,
+`caffe.layer_type_list()`.
 Names are imported on first use, so emitting prototxts never loads torch.
 """
 from importlib import import_module
@@ -32,6 +33,7 @@ _EXPORTS = {
     "layers": "torchcaffe.net_spec",
     "params": "torchcaffe.net_spec",
     "to_proto": "torchcaffe.net_spec",
+    "layer_type_list": "torchcaffe.layer_types.base",
 }
 _SUBMODULES = {"proto", "coord_map", "net_spec", "io", "caffemodel"}
 

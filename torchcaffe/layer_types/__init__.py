@@ -5,3 +5,6 @@ from . import loss
 from . import neuron
 from . import vision
 from . import python
+from . import structure
+from . import index
+from . import recurrent
