@@ -9,8 +9,8 @@ A net whose output `top` has stride S can be made to output at stride S / f:
   (strides multiplying to f) to 1 and dilate every window after them by the
   stride they lost (a convolution's `dilation`, pad scaled alike; a max
   pool, which Caffe cannot dilate, becomes an Eltwise MAX of k^2 Crops of
-  its input, zero-padded by an AVE pool of kernel 1: the same values where
-  the pooled input is non-negative, as after a ReLU).
+  its input, zero-padded by a fixed identity 1x1 convolution: the same
+  values where the pooled input is non-negative, as after a ReLU).
 
 The paper states both give the same result. They agree exactly on the
 output units whose receptive field lies inside the image; nearer the border
@@ -76,9 +76,10 @@ def rarefied_layers(net_param, factor: int) -> list[str]:
     return chosen[::-1]
 
 
-def rarefy(net_param, factor: int):
+def rarefy(net_param, factor: int, channels: dict[str, int] | None = None):
     """The net (cut at its output) with its last strides, multiplying to
-    `factor`, set to 1 and the windows after them dilated."""
+    `factor`, set to 1 and the windows after them dilated. A padded max
+    pool after them needs its input's `channels` (blob name -> count)."""
     chosen = set(rarefied_layers(net_param, factor))
     out = type(net_param)()
     out.CopyFrom(net_param)
@@ -99,7 +100,7 @@ def rarefy(net_param, factor: int):
         else:
             out_d = d
         if layer.type in WINDOW_LAYERS and (d > 1 or layer.name in chosen):
-            new_layers = _dilated(layer, d)
+            new_layers = _dilated(layer, d, channels or {})
         elif d > 1 and layer.type not in POINT_WISE:
             raise CaffeError(f"shift-and-stitch: cannot rarefy through layer '{layer.name}' "
                              f"({layer.type}); cut the net before it")
@@ -111,7 +112,7 @@ def rarefy(net_param, factor: int):
     return out
 
 
-def _dilated(layer, d: int) -> list:
+def _dilated(layer, d: int, channels: dict[str, int]) -> list:
     """`layer` at stride 1 with its window dilated by `d` (more layers for a pool)."""
     new = type(layer)()
     new.CopyFrom(layer)
@@ -132,22 +133,29 @@ def _dilated(layer, d: int) -> list:
     if p.pool != p.MAX:
         raise CaffeError(f"shift-and-stitch: pooling layer '{layer.name}' would need a "
                          "dilated average pool")
-    return _dilated_max_pool(layer, p.kernel_size, p.pad, d)
+    if p.pad and layer.bottom[0] not in channels:
+        raise CaffeError(f"shift-and-stitch: padded pool '{layer.name}' needs the channel "
+                         f"count of '{layer.bottom[0]}'")
+    return _dilated_max_pool(layer, p.kernel_size, p.pad, d, channels.get(layer.bottom[0]))
 
 
-def _dilated_max_pool(layer, kernel: int, pad: int, d: int) -> list:
+def _dilated_max_pool(layer, kernel: int, pad: int, d: int, channels: int | None) -> list:
     """Max over a kernel x kernel window of taps `d` apart, stride 1, out of
-    Caffe layers: zero padding (AVE pool, kernel 1), a reference of the
-    output's extent, one Crop per tap and an Eltwise MAX."""
+    Caffe layers: zero padding (a fixed per-channel identity convolution; a
+    pool may not pad more than its kernel), a reference of the output's
+    extent, one Crop per tap and an Eltwise MAX."""
     make, pooling = type(layer), type(layer.pooling_param)
     max_op = type(layer.eltwise_param).MAX
     name, bottom = layer.name, layer.bottom[0]
     source, added = bottom, []
     if pad:
         source = f"{name}/padded"
-        added.append(make(name=source, type="Pooling", bottom=[bottom], top=[source],
-                          pooling_param=dict(pool=pooling.AVE, kernel_size=1, stride=1,
-                                             pad=pad * d)))
+        added.append(make(name=source, type="Convolution", bottom=[bottom], top=[source],
+                          param=[dict(lr_mult=0, decay_mult=0)],
+                          convolution_param=dict(
+                              num_output=channels, group=channels, kernel_size=[1],
+                              pad=[pad * d], bias_term=False,
+                              weight_filler=dict(type="constant", value=1))))
     reference = f"{name}/extent"
     added.append(make(name=reference, type="Pooling", bottom=[source], top=[reference],
                       pooling_param=dict(pool=pooling.MAX, kernel_size=d * (kernel - 1) + 1,
@@ -221,8 +229,13 @@ def _net(net_param, work: Path, name: str):
     return caffe.Net(str(path), caffe.TEST)
 
 
-def _copy_params(net, source) -> None:
+def _copy_params(net, source, cut) -> None:
+    """The learned layers of the cut net from `source`; the rarefied net's
+    padding layers keep their fixed identity weights."""
+    learned = {layer.name for layer in cut.layer}
     for name, blobs in net.params.items():
+        if name not in learned:
+            continue
         if name not in source.params:
             raise CaffeError(f"shift-and-stitch: the weights have no layer '{name}'")
         for blob, values in zip(blobs, source.params[name]):
@@ -242,21 +255,23 @@ def dense_outputs(deploy_param, top: str, factor: int, image: np.ndarray, weight
     net holding the parameters (by layer name), e.g. the deploy net loaded
     with its caffemodel."""
     cut = truncate(deploy_param, top)
-    rare = rarefy(cut, factor)
     input_name = cut.layer[0].top[0]
-    jump, start, extent = field_of(cut, top)
-    fine, fine_start, fine_extent = field_of(rare, top)
-    if fine * factor != jump or fine_extent != extent:
-        raise CaffeError(f"shift-and-stitch: rarefaction changed the field of '{top}' "
-                         f"(stride {jump} -> {fine}, extent {extent} -> {fine_extent})")
-    step = int(fine)
-    offset = (start - fine_start) / fine  # of a pass's unit 0 on the dense grid
-    if offset.denominator != 1:
-        raise CaffeError("shift-and-stitch: the shifted outputs do not fall on the dense grid")
     with tempfile.TemporaryDirectory(prefix="fcn-shift-stitch-") as work:
-        coarse_net, fine_net = _net(cut, Path(work), "cut"), _net(rare, Path(work), "rarefied")
-        _copy_params(coarse_net, weights)
-        _copy_params(fine_net, weights)
+        coarse_net = _net(cut, Path(work), "cut")
+        rare = rarefy(cut, factor, {name: blob.data.shape[1]
+                                    for name, blob in coarse_net.blobs.items()})
+        fine_net = _net(rare, Path(work), "rarefied")
+        jump, start, extent = field_of(cut, top)
+        fine, fine_start, fine_extent = field_of(rare, top)
+        if fine * factor != jump or fine_extent != extent:
+            raise CaffeError(f"shift-and-stitch: rarefaction changed the field of '{top}' "
+                             f"(stride {jump} -> {fine}, extent {extent} -> {fine_extent})")
+        step = int(fine)
+        offset = (start - fine_start) / fine  # of a pass's unit 0 on the dense grid
+        if offset.denominator != 1:
+            raise CaffeError("shift-and-stitch: the shifted outputs do not fall on the dense grid")
+        _copy_params(coarse_net, weights, cut)
+        _copy_params(fine_net, weights, cut)
         rarefied = _run(fine_net, input_name, image, top)
         stitched = np.full_like(rarefied, np.nan)
         channels, height, width = image.shape
