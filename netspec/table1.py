@@ -20,7 +20,9 @@ For each net's deploy form (an image Input, no loss):
   column reports: FCN-GoogLeNet discards the final 7x7 average pool, so its
   own units see less than the classifier's.
 
-`--check` compares FCN-AlexNet / VGG16 / GoogLeNet with the paper's figures.
+`--check` compares FCN-AlexNet / VGG16 / GoogLeNet with the paper's figures;
+`--time` adds the forward time of the deploy net (the paper's last column:
+500 x 500 input, on the CPU or, with `--gpu N`, a GPU; fastest of 3 runs).
 """
 from __future__ import annotations
 
@@ -28,10 +30,13 @@ import argparse
 import logging
 import math
 import sys
-from dataclasses import dataclass
+import tempfile
+import time
+from dataclasses import dataclass, replace
 from functools import cache
+from pathlib import Path
 
-from caffe_backend import coord_map
+from caffe_backend import caffe, coord_map
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +72,17 @@ class Row:
     stride: int
     coarsest: str
     base_rf: int | None = None
+    forward_ms: float | None = None
 
     def cells(self) -> list[str]:
         base = "" if self.base_rf is None else str(self.base_rf)
-        return [self.name, str(self.layers), f"{self.params / 1e6:.1f}M", str(self.rf),
-                str(self.stride), base, self.coarsest]
+        cells = [self.name, str(self.layers), f"{self.params / 1e6:.1f}M", str(self.rf),
+                 str(self.stride), base, self.coarsest]
+        return cells + ([] if self.forward_ms is None else [f"{self.forward_ms:.0f}"])
 
 
 HEADER = ["net", "param layers", "params", "rf", "max stride", "base rf", "coarsest top"]
+TIMING_SIZE = 500  # the paper times a 500 x 500 input
 
 
 def _repeated(field, default: int) -> tuple[int, int]:
@@ -219,6 +227,36 @@ def _base_rf(base: str, width: float) -> int:
     return analyse(base, width).rf
 
 
+def forward_ms(name: str, width: float = 1.0, repeats: int = 3) -> float:
+    """Milliseconds of one forward of the deploy net (its fillers' weights)
+    on a TIMING_SIZE square input, the fastest of `repeats` after a warm-up."""
+    from .models import NETS
+    from .writer import to_prototxt
+
+    proto = NETS[name].prototxts(width)["deploy.prototxt"]
+    with tempfile.TemporaryDirectory(prefix="fcn-table1-") as work:
+        path = Path(work) / "deploy.prototxt"
+        path.write_text(to_prototxt(proto))
+        net = caffe.Net(str(path), caffe.TEST)
+    for name_ in net.inputs:
+        shape = net.blobs[name_].data.shape
+        net.blobs[name_].reshape(shape[0], shape[1], TIMING_SIZE, TIMING_SIZE)
+    net.reshape()
+    output = net.outputs[-1]
+
+    def once():
+        net.forward()
+        return net.blobs[output].data.flat[0]  # reading a value waits for the device
+
+    once()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        once()
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best
+
+
 def check(rows: dict[str, Row]) -> list[str]:
     """The paper's Table 1 figures that the computed rows miss (empty: all
     agree). Parameters are compared in millions, rounded as the paper does;
@@ -232,9 +270,9 @@ def check(rows: dict[str, Row]) -> list[str]:
     return misses
 
 
-def format_table(rows) -> str:
-    table = [HEADER] + [row.cells() for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(HEADER))]
+def format_table(rows, header=HEADER) -> str:
+    table = [header] + [row.cells() for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
                      for line in table)
 
@@ -252,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 unless FCN-AlexNet / VGG16 / GoogLeNet match the paper")
+    parser.add_argument("--time", action="store_true",
+                        help="add each deploy net's forward time (ms, 500 x 500 input)")
+    parser.add_argument("--gpu", type=int, help="time on this GPU (default: CPU)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     names = args.names or list(NETS)
@@ -260,9 +301,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown net(s) {', '.join(unknown)}; see python -m netspec --list")
     if args.check:
         names = list(dict.fromkeys([*names, *PAPER_TABLE1]))
-    rows = {name: analyse(name, args.width)
-            for name in tqdm(names, desc="nets", unit="net", disable=len(names) < 2)}
-    print(format_table(rows.values()))
+    if args.gpu is not None:
+        caffe.set_device(args.gpu)
+        caffe.set_mode_gpu()
+    rows = {}
+    for name in tqdm(names, desc="nets", unit="net", disable=len(names) < 2):
+        rows[name] = analyse(name, args.width)
+        if args.time:
+            rows[name] = replace(rows[name], forward_ms=forward_ms(name, args.width))
+    header = HEADER + (["forward ms"] if args.time else [])
+    print(format_table(rows.values(), header))
     if args.check:
         misses = check(rows)
         for miss in misses:

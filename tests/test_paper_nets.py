@@ -148,3 +148,9 @@ def test_prepare_base_casts_the_googlenet_classifier(tmp_path):
     np.testing.assert_array_equal(cast["loss3/classifier"][0][:, :, 0, 0],
                                   blobs["loss3/classifier"][0])
     np.testing.assert_array_equal(cast["inception_3a/5x5"][0], blobs["inception_3a/5x5"][0])
+
+
+def test_table1_times_the_forward_pass(capsys):
+    assert table1_main(["--time", "--width", "0.0625", "voc-fcn-alexnet"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.endswith("forward ms") and float(row.split()[-1]) > 0
