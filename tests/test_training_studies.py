@@ -157,3 +157,19 @@ def test_solve_command_line_options():
         with pytest.raises(ValueError):
             training_options(SimpleNamespace(**{**dict(loss_p=1.0, class_weights=None,
                                                         mirror=False, jitter=0), **bad}))
+
+
+def test_the_driver_writes_the_studies_into_the_model_folder(tmp_path):
+    from google.protobuf import text_format
+
+    from solvers.solve import emit_model
+    from torchcaffe.proto import caffe_pb2
+
+    folder = emit_model("voc-fcn32s", tmp_path / "m", tmp_path / "data",
+                        training=TrainingOptions(loss_p=0.5, jitter=32))
+    solver = text_format.Parse((folder / "solver.prototxt").read_text(),
+                               caffe_pb2.SolverParameter())
+    assert solver.iter_size == 2
+    train = (folder / "train.prototxt").read_text()
+    assert "'loss_p': 0.5" in train and "'jitter': 32" in train
+    assert "loss_p" not in (folder / "val.prototxt").read_text()
