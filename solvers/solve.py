@@ -494,7 +494,15 @@ def training_options(args):
     if args.jitter < 0:
         raise ValueError(f"--jitter {args.jitter}: give a number of pixels >= 0")
     weights = None
-    if args.class_weights:
+    if args.class_weights == "balanced":
+        if args.here:
+            raise ValueError("--class-weights balanced reads the driver's --data; not with --here")
+        from solvers.labels import median_frequency_weights
+
+        weights = median_frequency_weights(args.model, args.data.resolve())
+        log.info("class weights (median frequency balancing): %s",
+                 ", ".join(f"{w:.3g}" for w in weights))
+    elif args.class_weights:
         try:
             weights = tuple(float(w) for w in args.class_weights.split(","))
         except ValueError:
@@ -541,7 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="loss sampling: keep each 32x32 loss cell with probability P; "
                             "the solver's iter_size grows by 1/P (Section 4.3, Figure 5)")
     study.add_argument("--class-weights",
-                       help="class balancing: comma list of one weight per class; pixels "
+                       help="class balancing: comma list of one weight per class, or "
+                            "'balanced' (median frequency over the train split); pixels "
                             "of class c are kept with probability w_c / max(w)")
     study.add_argument("--mirror", action="store_true", help="random left-right flips")
     study.add_argument("--jitter", type=int, default=0,
@@ -551,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         training = training_options(args)
-    except ValueError as exc:
+    except (ValueError, CaffeError) as exc:
         parser.error(str(exc))
     if args.here and args.lr_scale != 1.0:
         parser.error("--lr-scale applies to the model folders the driver writes; with "

@@ -19,7 +19,7 @@ scoring it against the original (VOC2011 val: 128 -> 50.9, 64 -> 73.3,
 
 The labels come from the model's own Python data layer over `--data` (any
 dataset the data layers read: VOC, SBDD, NYUD, SIFT Flow, PASCAL-Context,
-the synthetic set), by default its test split.
+the synthetic set; see `solvers.labels`), by default its test split.
 """
 from __future__ import annotations
 
@@ -27,15 +27,14 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from caffe_backend import caffe
 from data_layers.palette import VOID
+from solvers.labels import read_labels
 from solvers.score import fast_hist, scores_from_hist
 from torchcaffe.errors import CaffeError
 
@@ -94,68 +93,6 @@ def upper_bounds(labels, classes: int, factors: Sequence[int], method: str = "ne
         for factor in factors:
             hists[factor] += fast_hist(label, coarsen(label, factor, method), classes)
     return {f: scores_from_hist(h, names) for f, h in hists.items()}
-
-
-# ---------------------------------------------------------------- reading a dataset
-
-
-def _task(model: str, label_top: str | None):
-    from solvers.solve import seg_tasks
-
-    tasks = seg_tasks(model)
-    if label_top is None:
-        return tasks[0]
-    for task in tasks:
-        if task.gt == label_top:
-            return task
-    raise CaffeError(f"--label {label_top}: {model} scores the label tops "
-                     f"{', '.join(t.gt for t in tasks)}")
-
-
-def _classes(deploy, score_top: str) -> int:
-    """Classes of the score top: the outputs of the layer its Crop reads."""
-    producers = {top: layer for layer in deploy.layer for top in layer.top}
-    layer = producers[score_top]
-    while layer.type == "Crop":
-        layer = producers[layer.bottom[0]]
-    return layer.convolution_param.num_output
-
-
-def read_labels(model: str, data_dir: Path, split: str | None = None,
-                label_top: str | None = None, images: int | None = None):
-    """(classes, class names, count, iterator of H x W label maps) of `model`'s
-    dataset, read by its own Python data layer from `data_dir`."""
-    from netspec.datasets import data_layer
-    from netspec.models import NETS
-    from netspec.writer import to_prototxt
-    from solvers.solve import point_data_layers, python_data_layer
-
-    if model not in NETS or not hasattr(NETS[model], "dataset"):
-        raise CaffeError(f"unknown model '{model}' (a model with a dataset; see "
-                         "python -m netspec --list)")
-    if not data_dir.is_dir():
-        raise CaffeError(f"--data {data_dir}: no such folder (the dataset root)")
-    dataset = NETS[model].dataset
-    task = _task(model, label_top)
-    classes = _classes(NETS[model].net_proto(None), task.layer)
-    n = caffe.NetSpec()
-    data_layer(n, dataset, split or dataset.test_split)
-    proto = n.to_proto()
-    point_data_layers(proto, data_dir.resolve())
-    work = tempfile.TemporaryDirectory(prefix="fcn-upper-bound-")
-    path = Path(work.name) / "labels.prototxt"
-    path.write_text(to_prototxt(proto))
-    net = caffe.Net(str(path), caffe.TEST)
-    layer = python_data_layer(net)
-    count = len(layer.indices) if images is None else min(images, len(layer.indices))
-
-    def labels():
-        with work:
-            for _ in range(count):
-                net.forward()
-                yield net.blobs[task.gt].data[0, 0].astype(np.int64)
-
-    return classes, task.classes, count, labels()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

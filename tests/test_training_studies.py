@@ -174,3 +174,16 @@ def test_the_driver_writes_the_studies_into_the_model_folder(tmp_path):
                   .layer[0].python_param.param_str for f in ("train.prototxt", "val.prototxt"))
     assert "'loss_p': 0.5" in train and "'jitter': 32" in train
     assert "loss_p" not in val
+
+
+def test_balanced_class_weights_by_hand(tmp_path):
+    from dataset_fixtures import write_sbd
+    from solvers.labels import median_frequency_weights
+
+    # three 4 x 5 labels: image k is class k but one background pixel; counts
+    # 3 (class 0) and 19 (classes 1-3) of 60; the median frequency is 19 / 60
+    write_sbd(tmp_path / "sbdd")
+    weights = median_frequency_weights("voc-fcn32s", tmp_path)
+    assert len(weights) == 21
+    assert weights[:4] == pytest.approx((19 / 3, 1.0, 1.0, 1.0))
+    assert weights[4:] == (0.0,) * 17
