@@ -3,9 +3,10 @@ CaffeNet family, AlexNet, GoogLeNet and the ResNets.
 
 Each net has the layer names, layer order and parameter shapes of its
 released deploy file, so the released caffemodel loads by layer name
-(`Net(deploy, caffemodel, TEST)` / `copy_from`). The CaffeNet family and
-AlexNet reuse the AlexNet backbone of the FCN nets. `ZOO_NETS[name].deploy()`
-gives the NetParameter; `python -m netspec <name>` writes it.
+(`Net(deploy, caffemodel, TEST)` / `copy_from`). The CaffeNet family
+shares the AlexNet backbone of the FCN nets; AlexNet and GoogLeNet are the
+FCN base nets. `ZOO_NETS[name].deploy()` gives the NetParameter;
+`python -m netspec <name>` writes it.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from caffe_backend import caffe
 
 from . import backbones
 from .backbones import narrow
+from .blocks import max_pool
+from .models import NETS as BASE_NETS
 
 L = caffe.layers
 P = caffe.params
@@ -77,7 +80,7 @@ def lenet_classifier(n, data):
     for index, outputs in ((1, 20), (2, 50)):
         n[f"conv{index}"] = L.Convolution(top, num_output=outputs, kernel_size=5, stride=1,
                                           **filled)
-        top = n[f"pool{index}"] = _max_pool(n[f"conv{index}"], 2, 2)
+        top = n[f"pool{index}"] = max_pool(n[f"conv{index}"])
     n.ip1 = L.InnerProduct(top, num_output=500, **filled)
     n.relu1 = L.ReLU(n.ip1, in_place=True)
     n.ip2 = L.InnerProduct(n.relu1, num_output=10, **filled)
@@ -122,7 +125,7 @@ def cifar10_quick(n, data, width):
     n.prob = L.Softmax(cifar10_quick_classifier(n, data, fillers=False))
 
 
-# ---------------------------------------------------------------- AlexNet family
+# ---------------------------------------------------------------- CaffeNet family
 
 def caffenet(last: str = "fc8", classes: int = backbones.ILSVRC_CLASSES, softmax: bool = True):
     """CaffeNet (pool before LRN, no param specs) with its last layer named
@@ -133,69 +136,6 @@ def caffenet(last: str = "fc8", classes: int = backbones.ILSVRC_CLASSES, softmax
         backbones.classifier(n, features, fully_conv=False, name=last, classes=classes,
                              softmax=softmax, param_specs=False)
     return build
-
-
-def alexnet(n, data, width):
-    """bvlc_alexnet: LRN before pool, as the AlexNet paper has it."""
-    features = backbones.alexnet(n, data, fcn_release=False, fully_conv=False, width=width)
-    backbones.classifier(n, features, fully_conv=False)
-
-
-# ---------------------------------------------------------------- GoogLeNet
-
-# (name, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj), Szegedy et al. Table 1
-INCEPTION = (("3a", 64, 96, 128, 16, 32, 32), ("3b", 128, 128, 192, 32, 96, 64),
-             ("4a", 192, 96, 208, 16, 48, 64), ("4b", 160, 112, 224, 24, 64, 64),
-             ("4c", 128, 128, 256, 24, 64, 64), ("4d", 112, 144, 288, 32, 64, 64),
-             ("4e", 256, 160, 320, 32, 128, 128), ("5a", 256, 160, 320, 32, 128, 128),
-             ("5b", 384, 192, 384, 48, 128, 128))
-XAVIER = dict(weight_filler=dict(type="xavier"), bias_filler=dict(type="constant", value=0.2))
-
-
-def _conv_relu(n, name: str, bottom, num_output: int, kernel: int, stride: int = 1,
-               pad: int = 0):
-    """A convolution and its in-place ReLU named `<name>_relu` (GoogLeNet's naming)."""
-    n[name] = L.Convolution(bottom, num_output=num_output, kernel_size=kernel, stride=stride,
-                            pad=pad, **XAVIER)
-    n[name + "_relu"] = L.ReLU(n[name], in_place=True)
-    return n[name]
-
-
-def _max_pool(bottom, kernel: int, stride: int, pad: int = 0):
-    """MAX pooling; `pad` written only where the released nets write it."""
-    padding = dict(pad=pad) if pad else {}
-    return L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=kernel, stride=stride, **padding)
-
-
-def googlenet(n, data, width):
-    """bvlc_googlenet's deploy net (the main classifier; the auxiliary ones
-    exist only in train_val)."""
-    def w(channels):
-        return narrow(channels, width)
-
-    top = _conv_relu(n, "conv1/7x7_s2", data, w(64), 7, 2, 3)
-    n["pool1/3x3_s2"] = _max_pool(top, 3, 2)
-    n["pool1/norm1"] = L.LRN(n["pool1/3x3_s2"], local_size=5, alpha=1e-4, beta=0.75)
-    top = _conv_relu(n, "conv2/3x3_reduce", n["pool1/norm1"], w(64), 1)
-    top = _conv_relu(n, "conv2/3x3", top, w(192), 3, pad=1)
-    n["conv2/norm2"] = L.LRN(top, local_size=5, alpha=1e-4, beta=0.75)
-    top = n["pool2/3x3_s2"] = _max_pool(n["conv2/norm2"], 3, 2)
-    for name, n1, r3, n3, r5, n5, proj in INCEPTION:
-        if name in ("4a", "5a"):
-            top = n[f"pool{name[0]}/3x3_s2"] = _max_pool(top, 3, 2)
-        p = f"inception_{name}/"
-        # layer order as released: 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool
-        branches = [_conv_relu(n, p + "1x1", top, w(n1), 1)]
-        for kind, reduced, out, kernel in (("3x3", r3, n3, 3), ("5x5", r5, n5, 5)):
-            reduce = _conv_relu(n, p + kind + "_reduce", top, w(reduced), 1)
-            branches.append(_conv_relu(n, p + kind, reduce, w(out), kernel, pad=kernel // 2))
-        n[p + "pool"] = _max_pool(top, 3, 1, 1)
-        branches.append(_conv_relu(n, p + "pool_proj", n[p + "pool"], w(proj), 1))
-        top = n[p + "output"] = L.Concat(*branches)
-    n["pool5/7x7_s1"] = L.Pooling(top, pool=P.Pooling.AVE, kernel_size=7, stride=1)
-    n["pool5/drop_7x7_s1"] = L.Dropout(n["pool5/7x7_s1"], dropout_ratio=0.4, in_place=True)
-    n["loss3/classifier"] = L.InnerProduct(n["pool5/7x7_s1"], num_output=1000, **XAVIER)
-    n.prob = L.Softmax(n["loss3/classifier"])
 
 
 # ---------------------------------------------------------------- ResNets
@@ -234,7 +174,7 @@ def resnet(depth: int):
     them: the stride-2 of a stage's first block sits on its 1x1 branch2a."""
     def build(n, data, width):
         top = _conv_bn(n, "conv1", data, narrow(64, width), 7, 2, 3)
-        top = n.pool1 = _max_pool(top, 3, 2)
+        top = n.pool1 = max_pool(top, ks=3, stride=2)
         for stage, blocks, channels in zip(range(2, 6), RESNET_BLOCKS[depth], RESNET_WIDTHS):
             inner = narrow(channels, width)
             for b, name in enumerate(resnet_block_names(stage, blocks, depth)):
@@ -256,12 +196,13 @@ ZOO_NETS = {net.name: net for net in (
     ZooNet("lenet", "LeNet", lenet, (64, 1, 28, 28)),
     ZooNet("cifar10_quick", "CIFAR10_quick_test", cifar10_quick, (1, 3, 32, 32)),
     ZooNet("bvlc_reference_caffenet", "CaffeNet", caffenet(), ILSVRC_SHAPE),
-    ZooNet("bvlc_alexnet", "AlexNet", alexnet, ILSVRC_SHAPE),
+    # the FCN nets' ILSVRC base nets are these two zoo nets' deploy files
+    ZooNet("bvlc_alexnet", "AlexNet", BASE_NETS["alexnet"].build, ILSVRC_SHAPE),
     ZooNet("bvlc_reference_rcnn_ilsvrc13", "R-CNN-ilsvrc13",
            caffenet("fc-rcnn", 200, softmax=False), ILSVRC_SHAPE, inputs="input_shape"),
     ZooNet("finetune_flickr_style", "FlickrStyleCaffeNet", caffenet("fc8_flickr", 20),
            ILSVRC_SHAPE),
-    ZooNet("bvlc_googlenet", "GoogleNet", googlenet, (10, 3, 224, 224)),
+    ZooNet("bvlc_googlenet", "GoogleNet", BASE_NETS["googlenet"].build, (10, 3, 224, 224)),
     *(ZooNet(f"ResNet-{depth}", f"ResNet-{depth}", resnet(depth), RESNET_SHAPE,
              inputs="input_dim") for depth in RESNET_BLOCKS),
 )}

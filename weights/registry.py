@@ -76,9 +76,12 @@ _FILES = [
         "bvlc_alexnet", f"{ZOO_HOST}/bvlc_alexnet.caffemodel",
         "alexnet", "BVLC AlexNet (LRN before pooling; same parameter shapes as CaffeNet)",
         sha1="9116a64c0fbe4459d18f4bb6b56d647b63920377"),
+    WeightFile(
+        "bvlc_googlenet", f"{ZOO_HOST}/bvlc_googlenet.caffemodel",
+        "googlenet", "BVLC GoogLeNet (main branch and auxiliary classifiers; FCN-GoogLeNet "
+        "uses the main branch)",
+        sha1="405fc5acd08a3bb12de8ee5e23a96bec22f08204"),
     # the other BVLC Model Zoo nets of netspec.zoo (`python -m netspec <name>`)
-    _zoo("bvlc_googlenet", "bvlc_googlenet", "BVLC GoogLeNet, ILSVRC 2012 classifier",
-         sha1="405fc5acd08a3bb12de8ee5e23a96bec22f08204"),
     _zoo("bvlc_reference_rcnn_ilsvrc13", "bvlc_reference_rcnn_ilsvrc13",
          "R-CNN ILSVRC13 detector's CaffeNet with the 200-class fc-rcnn layer",
          sha1="bdd8abb885819cba5e2fe1eb36235f2319477e64"),
