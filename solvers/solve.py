@@ -525,7 +525,7 @@ def training_options(args):
     if weights is not None and args.class_balance == "loss":
         from netspec.models import NETS
 
-        if getattr(args, "model", None) in NETS:  # a net it cannot serve fails here, unwritten
+        if args.model in NETS:  # a net the weighted loss cannot serve fails here, unwritten
             NETS[args.model].prototxts(options=options)
     return None if options == TrainingOptions() else options
 

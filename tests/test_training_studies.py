@@ -148,8 +148,8 @@ def test_netspec_options_reach_the_train_layer_and_the_batch():
 
 
 def test_solve_command_line_options():
-    args = SimpleNamespace(loss_p=0.5, class_weights="1,2.5", class_balance="loss",
-                           mirror=True, jitter=32)
+    args = SimpleNamespace(model="voc-fcn32s", loss_p=0.5, class_weights="1,2.5",
+                           class_balance="loss", mirror=True, jitter=32)
     assert training_options(args) == TrainingOptions(loss_p=0.5, class_weights=(1.0, 2.5),
                                                      class_balance="loss", mirror=True, jitter=32)
     off = dict(loss_p=1.0, class_weights=None, class_balance="sample", mirror=False, jitter=0)
