@@ -40,11 +40,18 @@ class TrainingOptions:
     data_layers.seg_data): loss sampling with probability `loss_p` (the
     solver's batch then grows by 1/loss_p), class balancing by
     `class_weights`, random mirroring and translation jitter. The defaults
-    are the release's: none of them, and nothing added to any file."""
+    are the release's: none of them, and nothing added to any file.
+
+    Class balancing takes either of the paper's two ways (`class_balance`):
+    "sample" keeps each labelled pixel of class c with probability
+    w_c / max(w) (a data layer option), "loss" weights each pixel's loss by
+    w_c (the loss becomes an InfogainLoss with H = diag(w), see
+    `weighted_loss`)."""
 
     loss_p: float = 1.0
     loss_cell: int = 32
     class_weights: tuple[float, ...] | None = None
+    class_balance: str = "sample"
     mirror: bool = False
     jitter: int = 0
 
@@ -53,6 +60,9 @@ class TrainingOptions:
         default = TrainingOptions()
         chosen = {key: getattr(self, key) for key in self.__dataclass_fields__
                   if getattr(self, key) != getattr(default, key)}
+        chosen.pop("class_balance", None)  # the driver's choice, not the layer's
+        if self.class_balance == "loss":
+            chosen.pop("class_weights", None)  # weighted in the loss instead
         if "class_weights" in chosen:
             chosen["class_weights"] = list(chosen["class_weights"])
         if self.loss_p == 1.0:

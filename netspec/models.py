@@ -97,6 +97,43 @@ def sift_flow_tasks(stride) -> tuple[Task, ...]:
 # ---------------------------------------------------------------- models
 
 
+CLASS_WEIGHTS_FILE = "class_weights.binaryproto"
+
+
+def weighted_loss(train_net, weights, model: str):
+    """Class balancing by weighting the loss: the train net's SoftmaxWithLoss
+    becomes an InfogainLoss with H = diag(weights), whose loss is
+    sum over pixels of w_label * -log p_label and whose gradient is
+    w_label * (p - onehot): the class-weighted softmax loss, with the same
+    ignore label and normalization (legacy `normalize: false` is BATCH_SIZE,
+    `true` VALID; InfogainLoss takes only the new field). Returns H as a
+    BlobProto (1 x 1 x K x K) for the file the layer reads."""
+    from torchcaffe.proto import caffe_pb2
+
+    losses = [layer for layer in train_net.layer if layer.type == "SoftmaxWithLoss"]
+    if len(losses) != 1:
+        raise ValueError(f"class balancing by loss weighting: {model} has {len(losses)} "
+                         "softmax losses; it needs exactly one (use sampling instead)")
+    layer = losses[0]
+    layer.type = "InfogainLoss"
+    loss = layer.loss_param
+    if loss.HasField("normalize"):
+        normalize = loss.normalize
+        loss.ClearField("normalize")
+        if not loss.HasField("normalization"):
+            loss.normalization = (caffe_pb2.LossParameter.VALID if normalize
+                                  else caffe_pb2.LossParameter.BATCH_SIZE)
+    layer.infogain_loss_param.source = CLASS_WEIGHTS_FILE
+    count = len(weights)
+    blob = caffe_pb2.BlobProto()
+    blob.shape.dim.extend([1, 1, count, count])
+    diagonal = [0.0] * (count * count)
+    for index, weight in enumerate(weights):
+        diagonal[index * count + index] = float(weight)
+    blob.data.extend(diagonal)
+    return blob
+
+
 @dataclass(frozen=True)
 class Model:
     name: str
@@ -130,12 +167,16 @@ class Model:
         solver = self.solver.to_proto(ds.train_file, ds.test_file, ds.test_iter)
         if options is not None:
             solver.iter_size = options.iter_size(solver.iter_size)
-        return {
+        files = {
             ds.train_file: self.net_proto(ds.train_split, width, options),
             ds.test_file: self.net_proto(ds.test_split, width),
             "deploy.prototxt": self.net_proto(None, width),
             "solver.prototxt": solver,
         }
+        if options is not None and options.class_weights and options.class_balance == "loss":
+            files[CLASS_WEIGHTS_FILE] = weighted_loss(files[ds.train_file], options.class_weights,
+                                                      self.name)
+        return files
 
 
 @dataclass(frozen=True)

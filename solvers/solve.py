@@ -42,7 +42,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from caffe_backend import caffe
 from torchcaffe import glog
-from torchcaffe.atomic import write_text
+from torchcaffe.atomic import atomic_output, write_text
 from torchcaffe.floats import float32_text, float32_value
 from torchcaffe.progress import on_terminal, progress
 from data_layers.palette import VOC_CLASSES
@@ -183,6 +183,10 @@ def emit_model(name: str, folder: Path, data_dir: Path | None,
             point_data_layers(message, data_dir)
         if hasattr(message, "base_lr"):
             message.base_lr *= lr_scale
+        if file_name.endswith(".binaryproto"):  # class weights of a weighted loss
+            with atomic_output(folder / file_name) as out:
+                out.write(message.SerializeToString())
+            continue
         write_text(folder / file_name, to_prototxt(message))
     write_text(folder / "solve.py", stub_text(name))
     return folder
@@ -515,8 +519,14 @@ def training_options(args):
         if min(weights) < 0 or max(weights) <= 0:
             raise ValueError(f"--class-weights {args.class_weights}: weights must be >= 0 "
                              "and not all 0")
-    options = TrainingOptions(loss_p=args.loss_p, class_weights=weights, mirror=args.mirror,
+    options = TrainingOptions(loss_p=args.loss_p, class_weights=weights,
+                              class_balance=args.class_balance, mirror=args.mirror,
                               jitter=args.jitter)
+    if weights is not None and args.class_balance == "loss":
+        from netspec.models import NETS
+
+        if args.model in NETS:  # a net the weighted loss cannot serve fails here, unwritten
+            NETS[args.model].prototxts(options=options)
     return None if options == TrainingOptions() else options
 
 
@@ -554,8 +564,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "the solver's iter_size grows by 1/P (Section 4.3, Figure 5)")
     study.add_argument("--class-weights",
                        help="class balancing: comma list of one weight per class, or "
-                            "'balanced' (median frequency over the train split); pixels "
-                            "of class c are kept with probability w_c / max(w)")
+                            "'balanced' (median frequency over the train split)")
+    study.add_argument("--class-balance", choices=("sample", "loss"), default="sample",
+                       help="how --class-weights balance: 'sample' keeps pixels of class c "
+                            "with probability w_c / max(w) (default); 'loss' weights each "
+                            "pixel's loss by w_c (an InfogainLoss with H = diag(w))")
     study.add_argument("--mirror", action="store_true", help="random left-right flips")
     study.add_argument("--jitter", type=int, default=0,
                        help="random translation of up to N pixels per axis (paper: 32)")

@@ -148,15 +148,15 @@ def test_netspec_options_reach_the_train_layer_and_the_batch():
 
 
 def test_solve_command_line_options():
-    args = SimpleNamespace(loss_p=0.5, class_weights="1,2.5", mirror=True, jitter=32)
+    args = SimpleNamespace(model="voc-fcn32s", loss_p=0.5, class_weights="1,2.5",
+                           class_balance="loss", mirror=True, jitter=32)
     assert training_options(args) == TrainingOptions(loss_p=0.5, class_weights=(1.0, 2.5),
-                                                     mirror=True, jitter=32)
-    assert training_options(SimpleNamespace(loss_p=1.0, class_weights=None, mirror=False,
-                                            jitter=0)) is None
+                                                     class_balance="loss", mirror=True, jitter=32)
+    off = dict(loss_p=1.0, class_weights=None, class_balance="sample", mirror=False, jitter=0)
+    assert training_options(SimpleNamespace(**off)) is None
     for bad in (dict(loss_p=0.0), dict(class_weights="1,x"), dict(jitter=-2)):
         with pytest.raises(ValueError):
-            training_options(SimpleNamespace(**{**dict(loss_p=1.0, class_weights=None,
-                                                        mirror=False, jitter=0), **bad}))
+            training_options(SimpleNamespace(**{**off, **bad}))
 
 
 def test_the_driver_writes_the_studies_into_the_model_folder(tmp_path):
@@ -187,3 +187,79 @@ def test_balanced_class_weights_by_hand(tmp_path):
     assert len(weights) == 21
     assert weights[:4] == pytest.approx((19 / 3, 1.0, 1.0, 1.0))
     assert weights[4:] == (0.0,) * 17
+
+
+def test_loss_weighting_swaps_the_loss_for_a_diagonal_infogain(tmp_path):
+    from google.protobuf import text_format
+
+    from solvers.solve import emit_model
+    from torchcaffe.proto import caffe_pb2
+
+    weights = tuple(float(k + 1) for k in range(21))
+    folder = emit_model("voc-fcn32s", tmp_path / "m", tmp_path / "data", width=0.0625,
+                        training=TrainingOptions(class_weights=weights, class_balance="loss"))
+    train = text_format.Parse((folder / "train.prototxt").read_text(), caffe_pb2.NetParameter())
+    assert "class_weights" not in train.layer[0].python_param.param_str  # no sampling too
+    (loss,) = [layer for layer in train.layer if layer.name == "loss"]
+    assert loss.type == "InfogainLoss"
+    assert loss.infogain_loss_param.source == "class_weights.binaryproto"
+    assert loss.loss_param.ignore_label == 255 and not loss.loss_param.HasField("normalize")
+    assert loss.loss_param.normalization == caffe_pb2.LossParameter.BATCH_SIZE  # normalize: false
+    blob = caffe_pb2.BlobProto()
+    blob.ParseFromString((folder / "class_weights.binaryproto").read_bytes())
+    assert list(blob.shape.dim) == [1, 1, 21, 21]
+    np.testing.assert_array_equal(np.array(blob.data).reshape(21, 21), np.diag(weights))
+    val = (folder / "val.prototxt").read_text()
+    assert "SoftmaxWithLoss" in val and "Infogain" not in val
+
+
+def test_weighted_loss_is_the_class_weighted_softmax_loss(tmp_path, monkeypatch):
+    """The emitted loss, run by the runtime: loss = sum over pixels of
+    w_label * -log softmax_label (batch 1, unnormalized, 255 ignored),
+    gradient w_label * (p - onehot), computed here in numpy."""
+    import torchcaffe as caffe
+    from netspec.models import weighted_loss
+    from torchcaffe.proto import caffe_pb2
+
+    net = caffe_pb2.NetParameter()
+    for name, dims in (("score", [1, 3, 2, 2]), ("label", [1, 1, 2, 2])):
+        layer = net.layer.add(name=name, type="Input", top=[name])
+        layer.input_param.shape.add().dim.extend(dims)
+    loss = net.layer.add(name="loss", type="SoftmaxWithLoss", bottom=["score", "label"],
+                         top=["loss"])
+    loss.loss_param.ignore_label = 255
+    loss.loss_param.normalize = False
+    net.force_backward = True
+    weights = (0.5, 2.0, 3.0)
+    blob = weighted_loss(net, weights, "tiny")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "class_weights.binaryproto").write_bytes(blob.SerializeToString())
+    (tmp_path / "net.prototxt").write_text(str(net))
+    runtime = caffe.Net("net.prototxt", caffe.TRAIN)
+    score = np.array([[[1.0, -2.0], [0.5, 3.0]], [[0.0, 1.0], [2.0, -1.0]],
+                      [[-1.0, 0.5], [1.5, 0.0]]], np.float32)[None]
+    label = np.array([[[0, 2], [255, 1]]], np.float32)[None]
+    runtime.blobs["score"].data[...] = score
+    runtime.blobs["label"].data[...] = label
+    runtime.forward()
+    runtime.backward()
+    prob = np.exp(score[0]) / np.exp(score[0]).sum(axis=0)
+    want_loss, want_diff = 0.0, np.zeros_like(score[0])
+    for i in range(2):
+        for j in range(2):
+            c = int(label[0, 0, i, j])
+            if c == 255:
+                continue
+            want_loss -= weights[c] * np.log(prob[c, i, j])
+            want_diff[:, i, j] = weights[c] * prob[:, i, j]
+            want_diff[c, i, j] -= weights[c]
+    assert float(runtime.blobs["loss"].data) == pytest.approx(want_loss, rel=1e-6)
+    np.testing.assert_allclose(runtime.blobs["score"].diff[0], want_diff, rtol=1e-5, atol=1e-7)
+
+
+def test_loss_weighting_needs_one_softmax_loss():
+    from netspec.models import weighted_loss
+
+    files = NETS["siftflow-fcn32s"].prototxts(width=0.0625)
+    with pytest.raises(ValueError, match="siftflow-fcn32s has 2 softmax losses"):
+        weighted_loss(files["trainval.prototxt"], (1.0,) * 33, "siftflow-fcn32s")
