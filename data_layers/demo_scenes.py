@@ -52,6 +52,7 @@ CLASS_LABELS = tuple(sorted(kind.label for kind in KINDS))
 #: the scored classes in label order: background first
 CLASS_NAMES = tuple(VOC_CLASSES[k] for k in (0, *CLASS_LABELS))
 MARGIN = 3  # free pixels kept between objects, so void rings never touch another
+ZOOM = (1.3, 1.8)  # silhouettes are drawn at this random magnification
 
 
 class _Canvas:
@@ -80,51 +81,51 @@ class _Canvas:
 def _silhouette(name: str, rng: np.random.RandomState) -> np.ndarray:
     """The mask of one object of class `name`, in its own bounding canvas."""
     if name == "dog":
-        ry, rx = rng.randint(7, 11), rng.randint(13, 20)
-        legs = rng.randint(8, 13)
+        ry, rx = rng.randint(10, 15), rng.randint(17, 26)
+        legs = rng.randint(10, 16)
         c = _Canvas(2 * ry + legs + 4, 2 * rx + 12)
         c.ellipse(ry + 2, rx + 6, ry, rx)
         for x in np.linspace(rx + 6 - 0.7 * rx, rx + 6 + 0.7 * rx, 4):
-            c.box(ry + 2, int(x) - 1, ry + legs, rng.randint(3, 5))
-        c.stroke(ry, 2 * rx + 5, 2, 2 * rx + 11, 2.5)  # tail
+            c.box(ry + 2, int(x) - 2, ry + legs, rng.randint(4, 6))
+        c.stroke(ry, 2 * rx + 5, 2, 2 * rx + 11, 3)  # tail
         return c.mask
     if name == "person":
-        torso_h, torso_w, leg = rng.randint(16, 24), rng.randint(9, 13), rng.randint(12, 18)
-        head = rng.randint(4, 7)
+        torso_h, torso_w, leg = rng.randint(22, 32), rng.randint(12, 17), rng.randint(14, 22)
+        head = rng.randint(6, 9)
         width = torso_w + 16
         c = _Canvas(2 * head + torso_h + leg + 2, width)
         mid = width / 2
         c.ellipse(head, mid, head, head)
         top = 2 * head
         c.box(top, mid - torso_w / 2, torso_h, torso_w)
-        c.stroke(top + 2, mid - torso_w / 2, top + torso_h * 0.8, 1, 3)  # arms
-        c.stroke(top + 2, mid + torso_w / 2, top + torso_h * 0.8, width - 2, 3)
-        c.box(top + torso_h, mid - torso_w / 2, leg, 4)  # legs
-        c.box(top + torso_h, mid + torso_w / 2 - 4, leg, 4)
+        c.stroke(top + 2, mid - torso_w / 2, top + torso_h * 0.8, 1, 4)  # arms
+        c.stroke(top + 2, mid + torso_w / 2, top + torso_h * 0.8, width - 2, 4)
+        c.box(top + torso_h, mid - torso_w / 2, leg, 5)  # legs
+        c.box(top + torso_h, mid + torso_w / 2 - 5, leg, 5)
         return c.mask
     if name == "car":
-        h, w = rng.randint(12, 18), rng.randint(30, 46)
-        cab_h, cab_w = rng.randint(7, 11), w // 2
+        h, w = rng.randint(16, 24), rng.randint(40, 58)
+        cab_h, cab_w = rng.randint(9, 14), w // 2
         c = _Canvas(h + cab_h, w)
         c.box(cab_h, 0, h, w)
         c.box(0, rng.randint(2, w - cab_w - 1), cab_h, cab_w)
         return c.mask
     if name == "bottle":
-        body_h, body_w = rng.randint(20, 34), rng.randint(7, 11)
-        neck_h, neck_w = rng.randint(8, 13), rng.randint(3, 5)
+        body_h, body_w = rng.randint(28, 44), rng.randint(10, 15)
+        neck_h, neck_w = rng.randint(10, 16), rng.randint(4, 7)
         c = _Canvas(body_h + neck_h, body_w)
         c.box(neck_h, 0, body_h, body_w)
         c.box(0, (body_w - neck_w) // 2, neck_h, neck_w)
         return c.mask
     # bird: a small body with two wings raised in a V
-    r = rng.randint(5, 8)
-    span = rng.randint(12, 18)
+    r = rng.randint(7, 11)
+    span = rng.randint(10, 16)
     c = _Canvas(2 * r + span, 2 * span + 2 * r)
     cy, cx = span + r, span + r
     c.ellipse(cy, cx, r, r * 1.4)
     lift = rng.uniform(0.5, 1.0) * span
-    c.stroke(cy, cx, cy - lift, 1, 3)
-    c.stroke(cy, cx, cy - lift, 2 * cx - 1, 3)
+    c.stroke(cy, cx, cy - lift, 2, 4)
+    c.stroke(cy, cx, cy - lift, 2 * cx - 2, 4)
     return c.mask
 
 
@@ -161,7 +162,7 @@ def _place(kinds, rng, height, width, tries: int = 30):
     occupied = np.zeros((height, width), dtype=bool)
     placed = []
     for kind in kinds:
-        shape = _silhouette(kind.name, rng)
+        shape = ndimage.zoom(_silhouette(kind.name, rng), rng.uniform(*ZOOM), order=0)
         if rng.rand() < 0.5:
             shape = shape[:, ::-1]
         h, w = shape.shape
@@ -189,9 +190,9 @@ def _paint(rng, height, width, placed) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_scene(rng: np.random.RandomState, height: int, width: int):
-    """One scene of 3-5 objects of any classes: (RGB uint8, labels, labels
+    """One scene of one to three objects of any classes: (RGB uint8, labels, labels
     with VOC's void rings)."""
-    kinds = [KINDS[i] for i in rng.randint(len(KINDS), size=rng.randint(3, 6))]
+    kinds = [KINDS[i] for i in rng.randint(len(KINDS), size=rng.randint(1, 4))]
     placed = _place(kinds, rng, height, width)
     image, label = _paint(rng, height, width, placed)
     return image, label, with_void_rings(label, [mask for _, mask in placed])
@@ -205,7 +206,7 @@ def classification_batch(rng: np.random.RandomState, batch: int,
     images = np.empty((batch, size, size, 3), dtype=np.uint8)
     classes = rng.randint(len(KINDS) + 1, size=batch)
     for i, cls in enumerate(classes):
-        placed = [] if cls == 0 else _place([KINDS[cls - 1]] * rng.randint(1, 4), rng,
+        placed = [] if cls == 0 else _place([KINDS[cls - 1]] * rng.randint(1, 3), rng,
                                             size, size)
         images[i] = _paint(rng, size, size, placed)[0]
     return images, classes

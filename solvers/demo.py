@@ -52,7 +52,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from caffe_backend import caffe
-from data_layers import synthetic
+from data_layers import demo_scenes
 from data_layers.files import save_image
 from data_layers.palette import VOID, voc_palette
 from solvers.curves import plot_curves
@@ -100,10 +100,12 @@ LR_SCALE_NOTE = ("at x10 to x300 the 32s stage still labelled everything backgro
                  "iterations drove pool5 to zero, and 16s from there learned nothing in 300 "
                  "iterations even at 10x its rate; at x1e5 the 32s stage diverged (NaN)")
 PRETRAIN_LR = 1e-3
+import os
+PRETRAIN_NET = os.environ.get("PRETRAIN_NET", "voc-fcn8s")
 PRETRAIN_SEED = 10**6  # added to --seed: the pretraining scenes are not the demo's
-DEFAULT = DemoConfig(train=40, val=12, height=64, width=80, net_width=1 / 16, iters=1000,
-                     test_interval=100, lr_scale=LR_SCALE, overlays=6, pretrain=40,
-                     pretrain_iters=500)
+DEFAULT = DemoConfig(train=40, val=12, height=128, width=128, net_width=1 / 16,
+                     iters=(400, 300, 200), test_interval=100, lr_scale=LR_SCALE, overlays=6,
+                     pretrain=40, pretrain_iters=300)
 QUICK = DemoConfig(train=4, val=2, height=40, width=48, net_width=1 / 32, iters=4,
                    test_interval=2, lr_scale=LR_SCALE, overlays=2, pretrain=4,
                    pretrain_iters=4)
@@ -177,7 +179,7 @@ def pretrain_base(folder: Path, deploy: Path, weights: Path, data_dir: Path, wid
     from surgery import interp, transplant
 
     work = folder / "pretrain"
-    for file_name, message in _netspec_prototxts("voc-fcn8s", width).items():
+    for file_name, message in _netspec_prototxts(PRETRAIN_NET, width).items():
         if hasattr(message, "layer"):
             point_data_layers(message, data_dir)
             for layer in message.layer:
@@ -432,10 +434,10 @@ def run_demo(out: Path, config: DemoConfig, seed: int = 0) -> dict:
         log.warning("replacing the previous run in %s", out / "run")
         shutil.rmtree(out / "run")
     _voc_layers_importable()
-    splits = synthetic.generate(out / "data", seed=seed, train=config.train, val=config.val,
+    splits = demo_scenes.generate(out / "data", seed=seed, train=config.train, val=config.val,
                                 height=config.height, width=config.width)
     pretrain_data = out / "data-pretrain"
-    synthetic.generate(pretrain_data, seed=seed + PRETRAIN_SEED, train=config.pretrain, val=1,
+    demo_scenes.generate(pretrain_data, seed=seed + PRETRAIN_SEED, train=config.pretrain, val=1,
                        height=config.height, width=config.width)
     classifier = seeded_classifier(out / "base", config.net_width, seed)
     deploy, cast = cast_base(out / "base", config.net_width, classifier)
@@ -479,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iters", help="iterations of every stage, or per stage as "
                                         "32s,16s,8s (e.g. 1800,900,300) (override)")
     parser.add_argument("--lr-scale", type=float, help=f"override the rate scale ({LR_SCALE:g})")
+    parser.add_argument("--pretrain-iters", type=int)
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: reproducible, and fastest on a "
                              "busy machine)")
@@ -501,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          test_interval=min(config.test_interval, *iters))
     if args.lr_scale is not None:
         config = replace(config, lr_scale=args.lr_scale)
+    if args.pretrain_iters is not None:
+        config = replace(config, pretrain_iters=args.pretrain_iters)
     import torch
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
