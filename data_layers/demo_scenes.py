@@ -14,9 +14,7 @@ Backgrounds are muted gratings, so colour and texture tell the classes
 apart and shape tells object from background at the edges.
 
 `generate(out, ...)` writes a set in the VOC2011 + SBD layouts (see
-`data_layers.synthetic`) that the voc-fcn nets read unchanged;
-`classification_batch(rng, ...)` draws labelled canvases for pretraining a
-classifier (one class per canvas, or none: class 0).
+`data_layers.synthetic`) that the voc-fcn nets read unchanged.
 """
 from __future__ import annotations
 
@@ -52,7 +50,7 @@ CLASS_LABELS = tuple(sorted(kind.label for kind in KINDS))
 #: the scored classes in label order: background first
 CLASS_NAMES = tuple(VOC_CLASSES[k] for k in (0, *CLASS_LABELS))
 MARGIN = 3  # free pixels kept between objects, so void rings never touch another
-ZOOM = (1.3, 1.8)  # silhouettes are drawn at this random magnification
+ZOOM = (1.0, 1.5)  # silhouettes are drawn at this random magnification
 
 
 class _Canvas:
@@ -157,14 +155,16 @@ def _background(rng: np.random.RandomState, height: int, width: int) -> np.ndarr
 
 
 def _place(kinds, rng, height, width, tries: int = 30):
-    """Masks of objects of the given kinds at free random places (a kind
-    that finds no place is skipped)."""
+    """Masks of objects of the given kinds at free random places, largest
+    first (one that finds no place is skipped)."""
     occupied = np.zeros((height, width), dtype=bool)
     placed = []
+    shapes = []
     for kind in kinds:
         shape = ndimage.zoom(_silhouette(kind.name, rng), rng.uniform(*ZOOM), order=0)
-        if rng.rand() < 0.5:
-            shape = shape[:, ::-1]
+        shapes.append((kind, shape[:, ::-1] if rng.rand() < 0.5 else shape))
+    # the largest first: small ones still find room between them
+    for kind, shape in sorted(shapes, key=lambda item: -item[1].size):
         h, w = shape.shape
         if h > height or w > width:
             continue
@@ -190,26 +190,12 @@ def _paint(rng, height, width, placed) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_scene(rng: np.random.RandomState, height: int, width: int):
-    """One scene of one to three objects of any classes: (RGB uint8, labels, labels
+    """One scene of three to six objects of any classes: (RGB uint8, labels, labels
     with VOC's void rings)."""
-    kinds = [KINDS[i] for i in rng.randint(len(KINDS), size=rng.randint(1, 4))]
+    kinds = [KINDS[i] for i in rng.randint(len(KINDS), size=rng.randint(3, 7))]
     placed = _place(kinds, rng, height, width)
     image, label = _paint(rng, height, width, placed)
     return image, label, with_void_rings(label, [mask for _, mask in placed])
-
-
-def classification_batch(rng: np.random.RandomState, batch: int,
-                         size: int) -> tuple[np.ndarray, np.ndarray]:
-    """`batch` size x size RGB canvases (uint8, N x H x W x 3) and their
-    classes: 0 for background only, i + 1 for one to three objects of
-    KINDS[i]."""
-    images = np.empty((batch, size, size, 3), dtype=np.uint8)
-    classes = rng.randint(len(KINDS) + 1, size=batch)
-    for i, cls in enumerate(classes):
-        placed = [] if cls == 0 else _place([KINDS[cls - 1]] * rng.randint(1, 3), rng,
-                                            size, size)
-        images[i] = _paint(rng, size, size, placed)[0]
-    return images, classes
 
 
 def generate(out: str | os.PathLike, seed: int, train: int, val: int, height: int,
