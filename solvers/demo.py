@@ -2,35 +2,31 @@
 
     python -m solvers.demo [--out demo] [--seed 0] [--quick]
 
-1. Data: the synthetic VOC2011 + SBD layout set (`data_layers.synthetic`)
-   under `<out>/data`.
-2. Base net: no ILSVRC weights exist offline. The demo makes the narrow
-   VGG16 *classifier* (InnerProduct fc6 / fc7 / fc8) with MSRA (He) weights
-   and zero biases drawn by Caffe's seeded RNG (`<out>/base/vgg16/
-   init.prototxt`), casts it to the fully convolutional form with the code
-   of `python -m weights prepare-base vgg16` (`weights.prepare.cast_to_fcn`,
-   i.e. `surgery.transplant`), then pretrains it from scratch on a separate
-   synthetic set (`<out>/data-pretrain`, other seeds) as an FCN-8s with a
-   normalized loss and Adam, and keeps conv1_1 .. fc7 only
-   (`<out>/base/vgg16-fcn.caffemodel`). Why pretrain: from the random
-   backbone, the 32s stage with the reference solver learned nothing but
-   background at any rate tried (1e-10 to 1e-5) in the time a demo has; ILSVRC features are what the reference
-   recipe fine-tunes, and this is their stand-in. Every score layer of the
-   staged nets still starts from zero, as in the reference.
+1. Data: synthetic scenes in the VOC2011 + SBD layouts
+   (`data_layers.demo_scenes`: five classes told apart by colour and
+   texture, each with parts a few pixels wide) under `<out>/data`; the
+   held-out scenes are the seg11valid split, drawn from the same seed after
+   the training scenes and never used for any choice.
+2. Base net (`solvers.demo_base`): the narrow VGG16 classifier with seeded
+   MSRA weights, cast to the fully convolutional form as prepare-base does,
+   pretrained from scratch on separate scenes (`<out>/data-pretrain`,
+   another seed) and scaled to ILSVRC VGG16's profile of feature
+   magnitudes; conv1_1 .. fc7 are kept (`<out>/base/vgg16-fcn.caffemodel`).
 3. Staged fine-tuning 32s -> 16s -> 8s with the reference nets (narrowed by
    a width multiplier) and the reference solvers (unnormalized pixel-sum
-   loss, momentum 0.99, weight decay 5e-4, each stage at exactly 1/100 of
-   the previous stage's rate) through `solvers.solve.run_chain`. Only the
-   absolute rate is scaled (`--lr-scale`, every stage alike): see LR_SCALE.
-4. Results under `<out>/`: `results.md` / `results.json` (the paper's
-   table: pixel accuracy, mean accuracy, mean IU, f.w. IU per stage, plus
-   how many labels each skip branch decides), `overlays.png` (image |
-   ground truth | 32s | 16s | 8s for a few val images, VOC palette), `curves.png` (training loss and val mean IU over the three
-   stages); the full run (prototxts, weights, logs) under `<out>/run/`.
+   loss, momentum 0.99, weight decay 5e-4, score layers from zero, fixed
+   bilinear upsampling, each stage from the previous one's weights at 1/100
+   of its rate) through `solvers.solve.run_chain`. Only the absolute rate is
+   scaled (`--lr-scale`, every stage alike).
+4. Results under `<out>/`: `results.md` / `results.json` (per stage the
+   paper's four metrics, the mean IU of 3-pixel bands around object edges
+   and the IU of every class), `overlays.png` (image | truth | 32s | 16s |
+   8s for every held-out scene, classes blended over the image and
+   outlined, with a legend), `curves.png` (training loss per stage and
+   held-out mean IU); the full run (prototxts, weights, logs) in `<out>/run/`.
 
 Everything is seeded and torch runs on one CPU thread (`--threads`): the
-same command gives the same files, and on a busy 2-core machine two
-threads made each step up to ~40x slower.
+same command gives the same results.json on one machine.
 """
 from __future__ import annotations
 
@@ -184,6 +180,10 @@ def findings(rows: Sequence[dict]) -> str:
     missed = [k for k in objects if not any(r["per_class_iu"][k] for r in rows)]
     if missed:
         text.append("Never found (IU 0 at every stage): " + ", ".join(missed) + ".")
+    for row in rows:
+        if objects and not any(row["per_class_iu"][k] for k in objects):
+            text.append(f"{_stage(row)} labels every pixel background (IU 0 for every object "
+                        "class).")
     if objects:
         weakest = min(objects, key=lambda k: last[k])
         text.append(f"At {names[-1]} every object class has IU {last[weakest]:.1f} or more "
@@ -301,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iters", help="iterations of every stage, or per stage as "
                                         "32s,16s,8s (e.g. 1800,900,300) (override)")
     parser.add_argument("--lr-scale", type=float, help=f"override the rate scale ({LR_SCALE:g})")
-    parser.add_argument("--pretrain-iters", type=int)
+    parser.add_argument("--pretrain-iters", type=int,
+                        help="override the base net's pretraining iterations")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: reproducible, and fastest on a "
                              "busy machine)")
@@ -325,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.lr_scale is not None:
         config = replace(config, lr_scale=args.lr_scale)
     if args.pretrain_iters is not None:
+        if args.pretrain_iters < 1:
+            parser.error("--pretrain-iters must be at least 1")
         config = replace(config, pretrain_iters=args.pretrain_iters)
     import torch
     torch.set_num_threads(args.threads)
