@@ -37,10 +37,10 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from tqdm import tqdm
 
 from data_layers.files import save_image, save_mat, write_lines
 from data_layers.palette import VOC_CLASSES, VOID, save_label_png
+from torchcaffe.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,8 @@ def write_dataset(out: str | os.PathLike, render: Callable, class_labels: Sequen
         "val": [f"synth{i:05d}" for i in range(train, train + val)],
     }
     items = [(image_id, split) for split, ids in splits.items() for image_id in ids]
-    for index, (image_id, split) in enumerate(tqdm(items, desc="synthetic scenes", unit="img")):
+    scenes = progress(items, desc="synthetic scenes", unit="img")
+    for index, (image_id, split) in enumerate(scenes):
         rgb, label, voc_label = render(np.random.RandomState([seed, index]), height, width)
         _save_jpeg(voc / "JPEGImages" / f"{image_id}.jpg", rgb)
         save_label_png(voc / "SegmentationClass" / f"{image_id}.png", voc_label)

@@ -55,8 +55,10 @@ from solvers.demo_base import base_description, cast_base, pretrain_base, seeded
 from solvers.overlays import GAP, legend_strip, overlay, overlay_sheet, void_as_background
 from solvers.score import scores_from_hist, write_json
 from solvers.solve import StageOptions, parse_iters, run_chain, stage_iters
+from torchcaffe import glog
 from torchcaffe.atomic import write_text
 from torchcaffe.errors import CaffeError
+from torchcaffe.floats import float32_text
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,7 @@ def results_table(rows: Sequence[dict]) -> str:
              "|" + "---|" * (3 + len(labels))]
     for row in rows:
         values = [row[key] for key, _ in METRICS] + [row["boundary_mean_iu"]]
-        lines.append(f"| {_stage(row)} | {row['iters']} | {row['lr']:.3g} | "
+        lines.append(f"| {_stage(row)} | {row['iters']} | {float32_text(row['lr'])} | "
                      + " | ".join(map(_fmt, values)) + " |")
     return "\n".join(lines)
 
@@ -196,7 +198,7 @@ def write_results(out: Path, config: DemoConfig, rows: list[dict], base: str) ->
     summary = findings(rows)
     write_json(out / "results.json", {"config": asdict(config), "base_net": base,
                                       "stages": rows, "findings": summary})
-    lrs = " / ".join(f"{r['lr']:.3g}" for r in rows)
+    lrs = " / ".join(float32_text(r["lr"]) for r in rows)
     iters = " / ".join(str(r["iters"]) for r in rows)
     write_text(out / "results.md", "\n".join([
         "# FCN demo: staged 32s -> 16s -> 8s on synthetic scenes", "",
@@ -313,10 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         iters = None if args.iters is None else stage_iters(parse_iters(args.iters), CHAIN)
     except CaffeError as exc:
         parser.error(str(exc))
-    # the console gets warnings and the progress bars; the run's train.log gets everything
-    console = logging.StreamHandler()
-    console.setLevel(logging.WARNING)
-    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # the console gets Caffe's lines and the progress bars; the run's train.log gets everything
+    console = glog.console_handler()
     root = logging.getLogger()
     root.addHandler(console)
     config = QUICK if args.quick else DEFAULT

@@ -26,12 +26,12 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from caffe_backend import caffe
 from data_layers.seg_data import VOC_MEAN_BGR
 from solvers.solve import point_data_layers, working_directory
 from torchcaffe.atomic import write_text
+from torchcaffe.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,8 @@ def pretrain_base(folder: Path, deploy: Path, weights: Path, data_dir: Path, wid
         transplant(solver.net, caffe.Net(str(deploy), str(weights), caffe.TEST))
         interp(solver.net, [k for k in solver.net.params if "up" in k])
         chunk = 10
-        with tqdm(total=iters, desc="pretrain backbone", unit="it", dynamic_ncols=True) as bar:
+        with progress(total=iters, desc="pretrain backbone", unit="it",
+                      dynamic_ncols=True) as bar:
             while solver.iter < iters:
                 solver.step(min(chunk, iters - solver.iter))
                 bar.update(solver.iter - bar.n)

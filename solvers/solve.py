@@ -33,15 +33,18 @@ import logging
 import math
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Sequence
 
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from caffe_backend import caffe
+from torchcaffe import glog
 from torchcaffe.atomic import write_text
+from torchcaffe.floats import float32_text, float32_value
+from torchcaffe.progress import on_terminal, progress
 from data_layers.palette import VOC_CLASSES
 from solvers.curves import plot_curves
 from solvers.run_dir import RunDir
@@ -184,11 +187,12 @@ def emit_model(name: str, folder: Path, data_dir: Path | None,
 def console_around_bars() -> Iterator[None]:
     """Print the console's log lines around the progress bars (tqdm's
     logging_redirect_tqdm) at the console handler's own level. Without a
-    console handler on the root logger nothing is printed, as before."""
+    console handler on the root logger nothing is printed, as before; off a
+    terminal there are no bars to print around."""
     root = logging.getLogger()
     console = [h for h in root.handlers if type(h) is logging.StreamHandler
                and h.stream in (sys.stdout, sys.stderr)]
-    if not console:
+    if not console or not on_terminal():
         yield
         return
     with logging_redirect_tqdm():
@@ -250,27 +254,52 @@ def _snapshot_folder(solver_file: Path) -> None:
         (solver_file.parent / param.snapshot_prefix).parent.mkdir(parents=True, exist_ok=True)
 
 
-def init_from_base(solver, weights: Path, model: str, work: Path,
-                   width: float | None) -> None:
+def load_base_net(weights: Path, model: str, width: float | None):
+    """The base net of `model` (fully convolutional or classifier form) that
+    `weights` fits, loaded with them; its deploy file lives in a temporary
+    folder, so checking writes nothing of the user's."""
+    errors = []
+    with tempfile.TemporaryDirectory(prefix="fcn-base-") as work:
+        for base in base_nets(model):
+            deploy = Path(work) / f"{base}.prototxt"
+            deploy.write_text(_deploy_text(base, width))
+            try:
+                return base, caffe.Net(str(deploy), str(weights), caffe.TEST)
+            except CaffeError as exc:
+                errors.append(f"{base}: {exc}")
+    raise CaffeError(f"--weights {weights}: fits neither base net of {model} "
+                     f"({' or '.join(base_nets(model))}): " + "; ".join(errors))
+
+
+def init_from_base(solver, weights: Path, model: str, width: float | None) -> None:
     """Transplant base-net weights (fully convolutional or classifier form)."""
     from surgery import transplant
 
-    errors = []
-    for base in base_nets(model):
-        deploy = work / base / "deploy.prototxt"
-        deploy.parent.mkdir(parents=True, exist_ok=True)
-        write_text(deploy, _deploy_text(base, width))
-        try:
-            base_net = caffe.Net(str(deploy), str(weights), caffe.TEST)
-        except CaffeError as exc:
-            errors.append(f"{base}: {exc}")
-            continue
-        report = transplant(solver.net, base_net)
-        log.info("%s: transplanted %s from %s (%s form): %s", model, weights.name, weights,
-                 base, report.summary())
+    base, base_net = load_base_net(weights, model, width)
+    report = transplant(solver.net, base_net)
+    log.info("%s: transplanted %s from %s (%s form): %s", model, weights.name, weights,
+             base, report.summary())
+
+
+def check_inputs(model: str, names: Sequence[str], weights: Path | None,
+                 data_dir: Path | None, opts: StageOptions, here: bool) -> None:
+    """Refuse bad inputs before anything is written: missing files, weights
+    that are not a caffemodel or fit no base net, a missing data root."""
+    from torchcaffe.caffemodel import read_caffemodel
+
+    for flag, path in (("--weights", weights), ("--resume", opts.resume)):
+        if path is not None and not path.is_file():
+            raise CaffeError(f"{flag} {path}: no such file")
+    if opts.resume is not None and opts.resume.suffix != ".solverstate":
+        raise CaffeError(f"--resume {opts.resume}: expected a .solverstate snapshot")
+    if data_dir is not None and not data_dir.is_dir():
+        raise CaffeError(f"--data {data_dir}: no such folder (the dataset root; "
+                         "`python -m data_layers.prepare check --data DIR` says what goes there)")
+    if weights is None:
         return
-    raise CaffeError(f"--weights {weights}: fits neither base net of {model}: "
-                     + "; ".join(errors))
+    read_caffemodel(str(weights))  # a caffemodel at all
+    if not here and stage_chain(model).index(names[0]) == 0:
+        load_base_net(weights, names[0], opts.width)  # and one the chain can start from
 
 
 def _deploy_text(base: str, width: float | None) -> str:
@@ -299,7 +328,7 @@ def train_stage(name: str, folder: Path, run: RunDir, init: Path | None, from_ba
                         "zero, so it cannot learn); pass --weights (e.g. vgg16-fcn.caffemodel "
                         "from `python -m weights prepare-base vgg16`)", name)
         elif from_base:
-            init_from_base(solver, init, name, run.root / "base", opts.width)
+            init_from_base(solver, init, name, opts.width)
         else:
             solver.net.copy_from(str(init))
             log.info("%s: initialised from %s", name, init)
@@ -334,7 +363,7 @@ def _run_schedule(solver, name, folder, run, opts, total, step_offset, result) -
 
     solver.add_callback(lambda: None, on_gradients_ready)
     display = solver.param.display or 20
-    bar = tqdm(total=total, initial=min(solver.iter, total), desc=f"{name} train",
+    bar = progress(total=total, initial=min(solver.iter, total), desc=f"{name} train",
                unit="it", dynamic_ncols=True)
     with bar:
         while solver.iter < total:
@@ -344,9 +373,10 @@ def _run_schedule(solver, name, folder, run, opts, total, step_offset, result) -
             solver.step(chunk)
             bar.update(chunk)
             lr = getattr(solver, "lr", None)
+            lr = None if lr is None else float32_value(lr)
             mean_loss = sum(losses) / len(losses) if losses else float("nan")
             result.lr = lr
-            bar.set_postfix(loss=f"{mean_loss:.4g}", lr=f"{lr:.3g}" if lr else "?")
+            bar.set_postfix(loss=f"{mean_loss:.4g}", lr="?" if lr is None else float32_text(lr))
             run.record(kind="train", stage=name, iter=solver.iter,
                        step=step_offset + solver.iter, loss=mean_loss, lr=lr)
             final = solver.iter >= total
@@ -422,6 +452,7 @@ def run_chain(model: str, run_root: Path, stages: str | None = None,
         opts = StageOptions(**{**opts.__dict__, "resume": Path(opts.resume).resolve()})
     names = [model] if here else stage_chain(model, stages)
     iters = stage_iters(opts.iters, names)  # checked before anything is written
+    check_inputs(model, names, weights, data_dir, opts, here)
     run = RunDir(run_root)
     chain = stage_chain(model)
     results: list[StageResult] = []
@@ -480,11 +511,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--here", action="store_true",
                         help="train this one model in the current (model) folder")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
     if args.here and args.lr_scale != 1.0:
         parser.error("--lr-scale applies to the model folders the driver writes; with "
                      "--here edit base_lr in this folder's solver.prototxt")
+    with glog.console():
+        results = _solve(args, parser)
+    for result in results:
+        best = f"{result.best_mean_iu:.4f}" if math.isfinite(result.best_mean_iu) else "n/a"
+        lr = "n/a" if result.lr is None else float32_text(result.lr)
+        print(f"{result.name}: {result.iters} iterations at lr {lr}, best mean IU "
+              f"{best}, final weights {result.final}")
+    return 0
+
+
+def _solve(args, parser) -> list[StageResult]:
     try:
         if args.gpu is not None:
             caffe.set_device(args.gpu)
@@ -498,15 +538,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             root = args.out or Path("runs") / args.model
             data_dir = args.data.resolve()
-        results = run_chain(args.model, root, args.stages, args.weights, data_dir, opts,
-                            here=args.here)
+        return run_chain(args.model, root, args.stages, args.weights, data_dir, opts,
+                         here=args.here)
     except CaffeError as exc:
         parser.exit(1, f"solve.py: error: {exc}\n")
-    for result in results:
-        best = f"{result.best_mean_iu:.4f}" if math.isfinite(result.best_mean_iu) else "n/a"
-        print(f"{result.name}: {result.iters} iterations at lr {result.lr}, best mean IU "
-              f"{best}, final weights {result.final}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 
 `import torchcaffe as caffe` and use it as pycaffe: `caffe.Net`,
 `caffe.SGDSolver`, `caffe.Layer`, `caffe.TRAIN` / `caffe.TEST`,
-`caffe.set_mode_gpu()`, `caffe.NetSpec`, `caffe.layers` / `caffe.params`.
+`caffe.set_mode_gpu()`, `caffe.NetSpec`, `caffe.layers` / `caffe.params`,
+`caffe.layer_type_list()`.
 Names are imported on first use, so emitting prototxts never loads torch.
+Log lines print to stderr in Caffe's glog format (see `torchcaffe.glog`).
 """
 from importlib import import_module
+
+from . import glog as _glog
 
 TRAIN = 0
 TEST = 1
@@ -32,6 +36,9 @@ _EXPORTS = {
     "layers": "torchcaffe.net_spec",
     "params": "torchcaffe.net_spec",
     "to_proto": "torchcaffe.net_spec",
+    "layer_type_list": "torchcaffe.layer_types.base",
+    "init_log": "torchcaffe.glog",
+    "log": "torchcaffe.glog",
 }
 _SUBMODULES = {"proto", "coord_map", "net_spec", "io", "caffemodel"}
 
@@ -49,3 +56,6 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)
+
+
+_glog.install()

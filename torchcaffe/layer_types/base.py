@@ -32,6 +32,13 @@ def register(*type_names: str) -> Callable[[type], type]:
     return wrap
 
 
+def layer_type_list() -> list[str]:
+    """The registered Caffe type names, sorted, as pycaffe's
+    `caffe.layer_type_list()` (Caffe's LayerRegistry::LayerTypeList) gives
+    them; the package's import has registered every family by now."""
+    return sorted(LAYER_TYPES)
+
+
 class CaffeLayer:
     #: Caffe's loss layers: their first top gets loss_weight 1 unless set
     is_loss: bool = False
@@ -41,6 +48,9 @@ class CaffeLayer:
     #: set by the net: this in-place layer may overwrite its bottom tensor
     #: when no autograd graph is recorded (no other layer reads that tensor)
     overwrite_ok: bool = False
+    #: forward changes `self.blobs` in place (BatchNorm's running statistics),
+    #: so the net treats their device copies as the newest afterwards
+    writes_blobs: bool = False
 
     def __init__(self, param, phase: int):
         self.param = param  # caffe_pb2.LayerParameter
