@@ -184,12 +184,11 @@ def findings(rows: Sequence[dict]) -> str:
         text.append("Never found (IU 0 at every stage): " + ", ".join(missed) + ".")
     for row in rows:
         if objects and not any(row["per_class_iu"][k] for k in objects):
-            text.append(f"{_stage(row)} labels every pixel background (IU 0 for every object "
-                        "class).")
+            text.append(f"{_stage(row)} finds no object (IU 0 for every object class).")
     if objects:
         weakest = min(objects, key=lambda k: last[k])
-        text.append(f"At {names[-1]} every object class has IU {last[weakest]:.1f} or more "
-                    f"(lowest: {weakest}).")
+        text.append(f"At {names[-1]} the lowest IU of an object class is {last[weakest]:.1f} "
+                    f"({weakest}).")
     return " ".join(text)
 
 
