@@ -8,15 +8,18 @@ normalized loss and Adam, and keeps conv1_1 .. fc7.
 
 One property of the real base net matters to the staged recipe and does not
 come out of a short pretraining: ILSVRC VGG16's pool3 / pool4 activations
-are orders of magnitude larger than its fc7 (the release's at-once FCN-8s
-multiplies them by 0.0001 / 0.01 to put them on fc7's scale). The staged
-recipe relies on it: the skip score layers of FCN-16s / 8s start from zero
-at 1/100 and 1/10000 of the 32s rate, and a score layer's gradient scales
-with its input. `scale_features` gives the base net that profile without
-changing what it computes: a ReLU net's layer times `a` (bias times the
-running product) scales every later activation by `a`, and max pooling
-commutes with positive scales, so every feature map is the same up to one
-positive factor per stage (targets: FEATURE_RMS).
+are far larger than its fc7 (the release's at-once FCN-8s multiplies them
+by 0.0001 / 0.01 before scoring them, to train every score layer at one
+rate). The staged recipe relies on it: the skip score layers of FCN-16s /
+8s start from zero at 1/100 and 1/10000 of the 32s rate, and a score
+layer's step grows with the square of its input. `scale_features` gives
+the base net such a profile without changing what it computes: a ReLU
+layer's weights times `a` and its bias times the running product scale
+every later activation by that product, and max pooling commutes with
+positive scales, so every feature map is the same up to one positive factor
+(targets: FEATURE_RMS, measured on the pretraining scenes). The targets sit
+below the sizes at which the unnormalized loss with momentum 0.99 diverges
+at each stage's rate.
 """
 from __future__ import annotations
 
