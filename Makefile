@@ -23,10 +23,11 @@ STAMP := .make/installed-$(PYKEY)
 MODELS := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet \
           nyud-fcn32s-color nyud-fcn32s-hha nyud-fcn32s-color-d nyud-fcn32s-color-hha \
           siftflow-fcn32s siftflow-fcn16s siftflow-fcn8s \
-          pascalcontext-fcn32s pascalcontext-fcn16s pascalcontext-fcn8s
-BASE_NETS := vgg16 vgg16fcn alexnet alexnetfcn
+          pascalcontext-fcn32s pascalcontext-fcn16s pascalcontext-fcn8s \
+          voc-fcn-googlenet voc-fcn32s-fixed
+BASE_NETS := vgg16 vgg16fcn alexnet alexnetfcn googlenet googlenetfcn
 
-.PHONY: install test demo nets proto bench which-python $(MODELS) $(BASE_NETS)
+.PHONY: install test demo nets proto bench table1 which-python $(MODELS) $(BASE_NETS)
 
 install: $(STAMP)
 
@@ -66,6 +67,10 @@ $(MODELS) $(BASE_NETS): $(STAMP)
 proto: $(STAMP)
 	$(PYTHON) -m pip install -q "grpcio-tools==1.85.1"
 	$(PYTHON) -m grpc_tools.protoc -I torchcaffe/proto --python_out=torchcaffe/proto torchcaffe/proto/caffe.proto
+
+# The paper's Table 1 architecture columns, computed from the emitted nets.
+table1: $(STAMP)
+	$(PYTHON) -m netspec.table1 --check
 
 bench: $(STAMP)
 	$(PYTHON) -m bench

@@ -17,6 +17,26 @@ layers:
 - `prefetch` (default 0): load this many upcoming samples on a background
   thread; the order of samples does not change
 
+Training options of the paper's studies (all off by default, as the
+reference nets have them; each forward draws them afresh, from a generator
+of their own seeded by `seed`, so they never change the order of samples):
+
+- `mirror` (default False): flip every top left-right with probability 1/2
+- `jitter` (default 0): translate every top by a random whole number of
+  pixels in [-jitter, jitter] along each axis, keeping its size; uncovered
+  image pixels are 0 (the mean, once subtracted), uncovered labels void
+- `loss_p` (default 1): loss sampling. The label is cut into `loss_cell` x
+  `loss_cell` cells from its top-left pixel (default 32, a final-layer cell
+  of the stride-32 nets) and each cell is kept with probability `loss_p`;
+  the others become void (255), so the loss ignores them
+- `class_weights` (default None): class balancing, one weight per class;
+  each labelled pixel of class c is kept with probability w_c / max(w)
+  (the rest become void), so the expected loss is the class-weighted loss
+  divided by max(w)
+
+Label tops are those named in `LABEL_TOPS`; the option order per forward is
+mirror, jitter, loss sampling, class balancing.
+
 Order. As the reference layers do: with random order the first sample is
 `rng.randint(0, n - 1)` right after seeding `random.Random(seed)`, and every
 forward draws the next the same way (sampling with replacement); otherwise
@@ -52,6 +72,7 @@ import scipy.io
 from PIL import Image
 
 from caffe_backend import caffe
+from data_layers.palette import VOID
 from torchcaffe.errors import CaffeError
 
 log = logging.getLogger(__name__)
@@ -80,6 +101,11 @@ COMMON_PARAMS = {
     "randomize": Param(bool, True),
     "seed": Param((int, type(None)), None),
     "prefetch": Param(int, 0),
+    "mirror": Param(bool, False),
+    "jitter": Param(int, 0),
+    "loss_p": Param((int, float), 1.0),
+    "loss_cell": Param(int, 32),
+    "class_weights": Param((list, tuple, type(None)), None),
 }
 
 
@@ -110,8 +136,17 @@ def parse_param_str(param_str: str, schema: dict[str, Param], layer: str) -> dic
             names = " or ".join(t.__name__ for t in _as_tuple(spec.types))
             raise CaffeError(f"{layer}: param_str key '{key}' must be {names}, got {given!r}")
         params[key] = given
-    if params.get("prefetch", 0) < 0:
-        raise CaffeError(f"{layer}: param_str key 'prefetch' must be >= 0, got {params['prefetch']}")
+    for key, low in (("prefetch", 0), ("jitter", 0), ("loss_cell", 1)):
+        if params.get(key, low) < low:
+            raise CaffeError(f"{layer}: param_str key '{key}' must be >= {low}, got {params[key]}")
+    if "loss_p" in params and not 0 < params["loss_p"] <= 1:
+        raise CaffeError(f"{layer}: param_str key 'loss_p' must lie in (0, 1], got {params['loss_p']}")
+    if params.get("class_weights") is not None:
+        weights = params["class_weights"]
+        if not weights or not all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                                   and w >= 0 for w in weights) or max(weights) <= 0:
+            raise CaffeError(f"{layer}: param_str key 'class_weights' must be a list of "
+                             f"non-negative numbers, not all 0, got {weights!r}")
     return params
 
 
@@ -288,6 +323,78 @@ class Prefetcher:
                 self._pending[index] = self._pool.submit(self._load, index)
 
 
+# -- training options ------------------------------------------------------------
+
+
+class Augmenter:
+    """The random training options of one layer (see the module docstring),
+    applied to one sample's tops per forward."""
+
+    def __init__(self, params: dict[str, Any], label_tops: Sequence[bool], layer: str):
+        self.mirror = params["mirror"]
+        self.jitter = params["jitter"]
+        self.loss_p = float(params["loss_p"])
+        self.loss_cell = params["loss_cell"]
+        weights = params["class_weights"]
+        self.keep = None if weights is None else np.asarray(weights, np.float64) / max(weights)
+        self.is_label = list(label_tops)
+        self.layer = layer
+        self.rng = np.random.default_rng(params["seed"])
+
+    @property
+    def active(self) -> bool:
+        return self.mirror or self.jitter > 0 or self.loss_p < 1 or self.keep is not None
+
+    def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if self.mirror and self.rng.random() < 0.5:
+            arrays = [a[..., ::-1] for a in arrays]
+        if self.jitter:
+            dy, dx = (int(d) for d in self.rng.integers(-self.jitter, self.jitter + 1, size=2))
+            arrays = [shift(a, dy, dx, VOID if label else 0)
+                      for a, label in zip(arrays, self.is_label)]
+        labels = [i for i, label in enumerate(self.is_label) if label]
+        if self.loss_p < 1 and labels:
+            height, width = arrays[labels[0]].shape[-2:]
+            cells = self.rng.random((-(-height // self.loss_cell), -(-width // self.loss_cell)))
+            dropped = np.repeat(np.repeat(cells >= self.loss_p, self.loss_cell, 0),
+                                self.loss_cell, 1)[:height, :width]
+            arrays = list(arrays)
+            for i in labels:
+                arrays[i] = np.where(dropped, VOID, arrays[i]).astype(arrays[i].dtype)
+        if self.keep is not None:
+            arrays = list(arrays)
+            for i in labels:
+                arrays[i] = self._balance(arrays[i])
+        return arrays
+
+    def _balance(self, label: np.ndarray) -> np.ndarray:
+        counted = label != VOID
+        if counted.any() and label[counted].max() >= len(self.keep):
+            raise CaffeError(f"{self.layer}: class_weights gives {len(self.keep)} weights but a "
+                             f"label holds class {int(label[counted].max())}")
+        keep = self.keep[np.where(counted, label, 0)]
+        dropped = counted & (self.rng.random(label.shape) >= keep)
+        return np.where(dropped, VOID, label).astype(label.dtype)
+
+    def state(self) -> dict | None:
+        return self.rng.bit_generator.state if self.active else None
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+def shift(array: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
+    """`array` (... x H x W) moved down by `dy` and right by `dx` pixels (negative:
+    up / left) at the same size; the uncovered pixels are `fill`."""
+    out = np.full_like(array, fill)
+    height, width = array.shape[-2:]
+    if abs(dy) >= height or abs(dx) >= width:
+        return out
+    out[..., max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
+        array[..., max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
+    return out
+
+
 # -- the layer -------------------------------------------------------------------
 
 
@@ -299,6 +406,8 @@ class SegDataLayer(caffe.Layer):
     """
 
     PARAMS: dict[str, Param] = {}
+    #: the tops that hold labels (void fill, loss sampling, class balancing)
+    LABEL_TOPS: tuple[str, ...] = ("label",)
 
     # -- what a dataset supplies
 
@@ -335,6 +444,7 @@ class SegDataLayer(caffe.Layer):
             Prefetcher(self._load_sample, params["prefetch"], layer) if params["prefetch"] else None
         )
         self._sample: tuple[int, list[np.ndarray]] | None = None
+        self._augment = Augmenter(params, [name in self.LABEL_TOPS for name in names], layer)
         log.info("%s: %d images in split '%s' (%s order)", layer, len(self.indices), self.split,
                  "random" if randomize else "file")
 
@@ -344,7 +454,10 @@ class SegDataLayer(caffe.Layer):
             blob.reshape(1, *array.shape)
 
     def forward(self, bottom, top):
-        for blob, array in zip(top, self._current_sample()):
+        arrays = self._current_sample()
+        if self._augment.active:
+            arrays = self._augment(arrays)
+        for blob, array in zip(top, arrays):
             blob.data[...] = array
         self._sampler.advance()
 
@@ -360,6 +473,7 @@ class SegDataLayer(caffe.Layer):
             "count": len(self.indices),
             "idx": self._sampler.idx,
             "rng": self._sampler.rng_state(),
+            "augment": self._augment.state(),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -384,6 +498,13 @@ class SegDataLayer(caffe.Layer):
             except (TypeError, ValueError) as exc:
                 raise CaffeError(f"{layer}: the sampling state's generator state is malformed: {exc}") from None
         self._sampler.idx = idx
+        augment = state.get("augment")
+        if augment is not None:
+            try:
+                self._augment.set_state(augment)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise CaffeError(f"{layer}: the sampling state's augmentation generator is "
+                                 f"malformed: {exc}") from None
 
     # -- internals
 

@@ -36,6 +36,8 @@ class SIFTFlowSegDataLayer(SegDataLayer):
     def split_path(self) -> Path:
         return self.siftflow_dir / f"{self.split}.txt"
 
+    LABEL_TOPS = ("sem", "geo")
+
     def top_names(self) -> list[str]:
         return ["data", "sem", "geo"]
 

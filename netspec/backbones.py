@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from caffe_backend import caffe
 
-from .blocks import LEARNED, conv_relu, dropout, max_pool
+from .blocks import FROZEN, LEARNED, conv_relu, dropout, max_pool
 
 L = caffe.layers
+P = caffe.params
 
 # (width, number of 3x3 convs) per VGG16 block
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -37,10 +38,12 @@ class Features:
 
 
 def vgg16(n, bottom, *, suffix="", first_pad=100, first_conv="conv1_1",
-          fully_conv=True, dropout_fc=True, width=1.0):
+          fully_conv=True, dropout_fc=True, width=1.0, frozen=False):
     """VGG16 up to fc7. `first_pad` 100 lets an FCN see any input size
     (1 keeps the ILSVRC geometry); `first_conv` renames conv1_1 when its
-    input channels differ from the base net's (e.g. conv1_1_bgrd)."""
+    input channels differ from the base net's (e.g. conv1_1_bgrd); `frozen`
+    sets every learning rate to 0 (FCN-32s-fixed)."""
+    param = FROZEN if frozen else LEARNED
     top = bottom
     pools = {}
     for block, (channels, depth) in enumerate(VGG16_BLOCKS, start=1):
@@ -49,13 +52,13 @@ def vgg16(n, bottom, *, suffix="", first_pad=100, first_conv="conv1_1",
             conv_name = first_conv if first else f"conv{block}_{i}"
             relu_name = f"relu{block}_{i}"
             n[conv_name + suffix], n[relu_name + suffix] = conv_relu(
-                top, narrow(channels, width), pad=first_pad if first else 1)
+                top, narrow(channels, width), pad=first_pad if first else 1, param=param)
             top = n[relu_name + suffix]
         pools[f"pool{block}"] = n[f"pool{block}{suffix}"] = max_pool(top)
         top = pools[f"pool{block}"]
     out = _fc_layers(n, top, suffix, fc6_kernel=7, fully_conv=fully_conv,
                      dropout_fc=dropout_fc, fc_width=narrow(FC_WIDTH, width),
-                     conv_fc=lambda b, k, w: conv_relu(b, w, ks=k, pad=0))
+                     conv_fc=lambda b, k, w: conv_relu(b, w, ks=k, pad=0, param=param))
     return Features(out, pools)
 
 
@@ -141,11 +144,89 @@ def _alexnet_pool_norm(n, bottom, index, *, pool_first):
     return bottom
 
 
-def classifier(n, features: Features, *, fully_conv: bool, fc8_kernel: int = 1):
-    """fc8 over the ILSVRC classes and the `prob` softmax of the base nets."""
+def classifier(n, features: Features, *, fully_conv: bool, fc8_kernel: int = 1,
+               name: str = "fc8"):
+    """The classifier over the ILSVRC classes (`name`: fc8, GoogLeNet's
+    loss3/classifier) and the `prob` softmax of the base nets."""
     if fully_conv:
-        n.fc8 = L.Convolution(features.out, num_output=ILSVRC_CLASSES,
-                              kernel_size=fc8_kernel, param=LEARNED)
+        n[name] = L.Convolution(features.out, num_output=ILSVRC_CLASSES,
+                                kernel_size=fc8_kernel, param=LEARNED)
     else:
-        n.fc8 = L.InnerProduct(features.out, num_output=ILSVRC_CLASSES, param=LEARNED)
-    n.prob = L.Softmax(n.fc8)
+        n[name] = L.InnerProduct(features.out, num_output=ILSVRC_CLASSES, param=LEARNED)
+    n.prob = L.Softmax(n[name])
+
+
+# GoogLeNet (bvlc_googlenet): per inception module the widths of its four
+# branches, concatenated in this order: 1x1, 3x3 (reduce, out), 5x5 (reduce,
+# out), pool projection
+INCEPTIONS = (
+    ("3a", 64, (96, 128), (16, 32), 32),
+    ("3b", 128, (128, 192), (32, 96), 64),
+    ("pool3", None, None, None, None),
+    ("4a", 192, (96, 208), (16, 48), 64),
+    ("4b", 160, (112, 224), (24, 64), 64),
+    ("4c", 128, (128, 256), (24, 64), 64),
+    ("4d", 112, (144, 288), (32, 64), 64),
+    ("4e", 256, (160, 320), (32, 128), 128),
+    ("pool4", None, None, None, None),
+    ("5a", 256, (160, 320), (32, 128), 128),
+    ("5b", 384, (192, 384), (48, 128), 128),
+)
+GOOGLENET_DROPOUT = 0.4  # before the classifier (after the final average pool)
+
+
+def _lrn(bottom):
+    return L.LRN(bottom, local_size=5, alpha=1e-4, beta=0.75)
+
+
+def googlenet(n, bottom, *, first_pad=100, final_pool=False, dropout_fc=True, width=1.0):
+    """GoogLeNet's main branch up to inception_5b (the auxiliary classifiers
+    left out), layer names as bvlc_googlenet's, so its caffemodel loads by
+    name. `first_pad` is conv1/7x7_s2's pad (the ILSVRC net has 3; an FCN
+    100, as FCN-VGG16 / AlexNet have). The FCN discards the final average
+    pool, as the paper does, and keeps the classifier's 0.4 dropout on its
+    last features; `final_pool` keeps pool5/7x7_s1 (the classifier nets)."""
+    def conv(name, bottom_, channels, kernel, stride=1, pad=0, relu=None):
+        n[name], n[relu] = conv_relu(bottom_, narrow(channels, width), ks=kernel,
+                                     stride=stride, pad=pad)
+        return n[relu]
+
+    top = conv("conv1/7x7_s2", bottom, 64, 7, stride=2, pad=first_pad, relu="conv1/relu_7x7")
+    n["pool1/3x3_s2"] = max_pool(top, ks=3, stride=2)
+    n["pool1/norm1"] = _lrn(n["pool1/3x3_s2"])
+    top = conv("conv2/3x3_reduce", n["pool1/norm1"], 64, 1, relu="conv2/relu_3x3_reduce")
+    top = conv("conv2/3x3", top, 192, 3, pad=1, relu="conv2/relu_3x3")
+    n["conv2/norm2"] = _lrn(top)
+    n["pool2/3x3_s2"] = max_pool(n["conv2/norm2"], ks=3, stride=2)
+    top = n["pool2/3x3_s2"]
+    pools = {}
+    for name, one, three, five, proj in INCEPTIONS:
+        if one is None:  # a 3x3 / 2 max pool between the stages
+            pools[name] = n[f"{name}/3x3_s2"] = max_pool(top, ks=3, stride=2)
+            top = pools[name]
+            continue
+        prefix = f"inception_{name}"
+        branches = [
+            conv(f"{prefix}/1x1", top, one, 1, relu=f"{prefix}/relu_1x1"),
+            conv(f"{prefix}/3x3", conv(f"{prefix}/3x3_reduce", top, three[0], 1,
+                                       relu=f"{prefix}/relu_3x3_reduce"),
+                 three[1], 3, pad=1, relu=f"{prefix}/relu_3x3"),
+            conv(f"{prefix}/5x5", conv(f"{prefix}/5x5_reduce", top, five[0], 1,
+                                       relu=f"{prefix}/relu_5x5_reduce"),
+                 five[1], 5, pad=2, relu=f"{prefix}/relu_5x5"),
+        ]
+        n[f"{prefix}/pool"] = L.Pooling(top, pool=P.Pooling.MAX, kernel_size=3, stride=1, pad=1)
+        branches.append(conv(f"{prefix}/pool_proj", n[f"{prefix}/pool"], proj, 1,
+                             relu=f"{prefix}/relu_pool_proj"))
+        n[f"{prefix}/output"] = L.Concat(*branches)
+        top = n[f"{prefix}/output"]
+    if final_pool:
+        n["pool5/7x7_s1"] = L.Pooling(top, pool=P.Pooling.AVE, kernel_size=7, stride=1)
+        top = n["pool5/7x7_s1"]
+        name = "pool5/drop_7x7_s1"
+    else:
+        name = "inception_5b/drop"
+    if dropout_fc:
+        n[name] = L.Dropout(top, dropout_ratio=GOOGLENET_DROPOUT, in_place=True)
+        top = n[name]
+    return Features(top, pools)

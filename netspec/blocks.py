@@ -10,12 +10,14 @@ P = caffe.params
 # without; upsampling filters stay fixed at their bilinear initialisation
 LEARNED = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 FIXED = [dict(lr_mult=0)]
+# a frozen learned layer (FCN-32s-fixed's backbone): weights and bias stay put
+FROZEN = [dict(lr_mult=0), dict(lr_mult=0)]
 
 
-def conv_relu(bottom, nout, ks=3, stride=1, pad=1, **conv_kwargs):
-    """A learned convolution and its in-place ReLU."""
+def conv_relu(bottom, nout, ks=3, stride=1, pad=1, param=LEARNED, **conv_kwargs):
+    """A learned (or, with `param=FROZEN`, frozen) convolution and its in-place ReLU."""
     conv = L.Convolution(bottom, kernel_size=ks, stride=stride, num_output=nout,
-                         pad=pad, param=LEARNED, **conv_kwargs)
+                         pad=pad, param=param, **conv_kwargs)
     return conv, L.ReLU(conv, in_place=True)
 
 

@@ -29,9 +29,50 @@ class Source:
     layer: str
     settings: tuple[tuple[str, object], ...]
 
-    def param_str(self, split: str) -> str:
+    def param_str(self, split: str, extra: dict | None = None) -> str:
         values = {key: (split if key == "split" else value) for key, value in self.settings}
-        return repr(values)
+        return repr({**values, **(extra or {})})
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The paper's training studies as train data-layer options (see
+    data_layers.seg_data): loss sampling with probability `loss_p` (the
+    solver's batch then grows by 1/loss_p), class balancing by
+    `class_weights`, random mirroring and translation jitter. The defaults
+    are the release's: none of them, and nothing added to any file.
+
+    Class balancing takes either of the paper's two ways (`class_balance`):
+    "sample" keeps each labelled pixel of class c with probability
+    w_c / max(w) (a data layer option), "loss" weights each pixel's loss by
+    w_c (the loss becomes an InfogainLoss with H = diag(w), see
+    `weighted_loss`)."""
+
+    loss_p: float = 1.0
+    loss_cell: int = 32
+    class_weights: tuple[float, ...] | None = None
+    class_balance: str = "sample"
+    mirror: bool = False
+    jitter: int = 0
+
+    def settings(self) -> dict:
+        """The param_str keys that differ from the defaults."""
+        default = TrainingOptions()
+        chosen = {key: getattr(self, key) for key in self.__dataclass_fields__
+                  if getattr(self, key) != getattr(default, key)}
+        chosen.pop("class_balance", None)  # the driver's choice, not the layer's
+        if self.class_balance == "loss":
+            chosen.pop("class_weights", None)  # weighted in the loss instead
+        if "class_weights" in chosen:
+            chosen["class_weights"] = list(chosen["class_weights"])
+        if self.loss_p == 1.0:
+            chosen.pop("loss_cell", None)  # no sampling, no cells
+        return chosen
+
+    def iter_size(self, iter_size: int) -> int:
+        """The solver's iter_size grown by 1/loss_p (rounded), so a step sees
+        as many loss cells as without sampling."""
+        return max(1, round(iter_size / self.loss_p))
 
 
 @dataclass(frozen=True)
@@ -49,11 +90,14 @@ class Dataset:
     test_iter: int                        # images in the test split
 
 
-def data_layer(n, dataset: Dataset, split: str):
-    """Add the dataset's Python data layer for `split` to NetSpec `n`."""
-    source = dataset.train if split == dataset.train_split else dataset.test
+def data_layer(n, dataset: Dataset, split: str, options: TrainingOptions | None = None):
+    """Add the dataset's Python data layer for `split` to NetSpec `n`; the
+    training `options` go to the train split's layer only."""
+    training = split == dataset.train_split
+    source = dataset.train if training else dataset.test
+    extra = options.settings() if options is not None and training else None
     tops = L.Python(module=dataset.module, layer=source.layer, ntop=len(dataset.tops),
-                    param_str=source.param_str(split))
+                    param_str=source.param_str(split, extra))
     for name, top in zip(dataset.tops, tops if len(dataset.tops) > 1 else (tops,)):
         n[name] = top
 

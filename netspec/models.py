@@ -11,7 +11,8 @@ from typing import Callable
 from caffe_backend import caffe
 
 from . import backbones
-from .datasets import PASCAL_CONTEXT, SIFT_FLOW, Dataset, data_layer, input_layer, nyud, voc
+from .datasets import (PASCAL_CONTEXT, SIFT_FLOW, Dataset, TrainingOptions, data_layer,
+                       input_layer, nyud, voc)
 from .heads import Head, Task, late_fusion, softmax_loss, stream_score
 from .solver import Solver
 
@@ -69,8 +70,17 @@ def vgg16_bgrd(n, image, **kwargs):
     return backbones.vgg16(n, image, first_conv="conv1_1_bgrd", **kwargs)
 
 
+def vgg16_frozen(n, image, **kwargs):
+    """VGG16 that does not learn: FCN-32s-fixed tunes only its score layer."""
+    return backbones.vgg16(n, image, frozen=True, **kwargs)
+
+
 def fcn_alexnet(n, image, **kwargs):
     return backbones.alexnet(n, image, fcn_release=True, **kwargs)
+
+
+def googlenet(n, image, **kwargs):
+    return backbones.googlenet(n, image, **kwargs)
 
 
 def single(classes, stride=32, **head_kwargs) -> tuple[Task, ...]:
@@ -87,6 +97,43 @@ def sift_flow_tasks(stride) -> tuple[Task, ...]:
 # ---------------------------------------------------------------- models
 
 
+CLASS_WEIGHTS_FILE = "class_weights.binaryproto"
+
+
+def weighted_loss(train_net, weights, model: str):
+    """Class balancing by weighting the loss: the train net's SoftmaxWithLoss
+    becomes an InfogainLoss with H = diag(weights), whose loss is
+    sum over pixels of w_label * -log p_label and whose gradient is
+    w_label * (p - onehot): the class-weighted softmax loss, with the same
+    ignore label and normalization (legacy `normalize: false` is BATCH_SIZE,
+    `true` VALID; InfogainLoss takes only the new field). Returns H as a
+    BlobProto (1 x 1 x K x K) for the file the layer reads."""
+    from torchcaffe.proto import caffe_pb2
+
+    losses = [layer for layer in train_net.layer if layer.type == "SoftmaxWithLoss"]
+    if len(losses) != 1:
+        raise ValueError(f"class balancing by loss weighting: {model} has {len(losses)} "
+                         "softmax losses; it needs exactly one (use sampling instead)")
+    layer = losses[0]
+    layer.type = "InfogainLoss"
+    loss = layer.loss_param
+    if loss.HasField("normalize"):
+        normalize = loss.normalize
+        loss.ClearField("normalize")
+        if not loss.HasField("normalization"):
+            loss.normalization = (caffe_pb2.LossParameter.VALID if normalize
+                                  else caffe_pb2.LossParameter.BATCH_SIZE)
+    layer.infogain_loss_param.source = CLASS_WEIGHTS_FILE
+    count = len(weights)
+    blob = caffe_pb2.BlobProto()
+    blob.shape.dim.extend([1, 1, count, count])
+    diagonal = [0.0] * (count * count)
+    for index, weight in enumerate(weights):
+        diagonal[index * count + index] = float(weight)
+    blob.data.extend(diagonal)
+    return blob
+
+
 @dataclass(frozen=True)
 class Model:
     name: str
@@ -94,27 +141,42 @@ class Model:
     net: Callable
     solver: Solver
 
-    def net_proto(self, split: str | None, width: float = 1.0):
-        """The train / test net for a split, or the deploy net for None;
-        `width` scales the backbone's channel counts (1: the reference)."""
+    def net_spec(self, split: str | None, width: float = 1.0,
+                 options: TrainingOptions | None = None):
+        """The NetSpec of the train / test net for a split, or of the deploy
+        net for None; `width` scales the backbone's channel counts (1: the
+        reference); `options` are the train data layer's studies."""
         n = caffe.NetSpec()
         if split is None:
             input_layer(n, self.dataset)
         else:
-            data_layer(n, self.dataset, split)
+            data_layer(n, self.dataset, split, options)
         images = {name: n[name] for name, _ in self.dataset.image_channels}
         self.net(n, images, deploy=split is None, width=width)
-        return n.to_proto()
+        return n
 
-    def prototxts(self, width: float = 1.0) -> dict:
-        """File name -> NetParameter / SolverParameter message."""
+    def net_proto(self, split: str | None, width: float = 1.0,
+                  options: TrainingOptions | None = None):
+        return self.net_spec(split, width, options).to_proto()
+
+    def prototxts(self, width: float = 1.0, options: TrainingOptions | None = None) -> dict:
+        """File name -> NetParameter / SolverParameter message; `options`
+        (loss sampling, class balancing, mirror / jitter) change the train
+        net's data layer and, for loss sampling, the solver's iter_size."""
         ds = self.dataset
-        return {
-            ds.train_file: self.net_proto(ds.train_split, width),
+        solver = self.solver.to_proto(ds.train_file, ds.test_file, ds.test_iter)
+        if options is not None:
+            solver.iter_size = options.iter_size(solver.iter_size)
+        files = {
+            ds.train_file: self.net_proto(ds.train_split, width, options),
             ds.test_file: self.net_proto(ds.test_split, width),
             "deploy.prototxt": self.net_proto(None, width),
-            "solver.prototxt": self.solver.to_proto(ds.train_file, ds.test_file, ds.test_iter),
+            "solver.prototxt": solver,
         }
+        if options is not None and options.class_weights and options.class_balance == "loss":
+            files[CLASS_WEIGHTS_FILE] = weighted_loss(files[ds.train_file], options.class_weights,
+                                                      self.name)
+        return files
 
 
 @dataclass(frozen=True)
@@ -127,11 +189,15 @@ class BaseNet:
     input_shape: tuple[int, int, int, int]
     net_name: str | None = None
 
-    def prototxts(self, width: float = 1.0) -> dict:
+    def net_spec(self, split: None = None, width: float = 1.0):
+        """The NetSpec of the deploy net (a base net has no other)."""
         n = caffe.NetSpec()
         n.data = L.Input(shape=dict(dim=list(self.input_shape)))
         self.build(n, n.data, width)
-        proto = n.to_proto()
+        return n
+
+    def prototxts(self, width: float = 1.0) -> dict:
+        proto = self.net_spec(None, width).to_proto()
         if self.net_name:
             proto.name = self.net_name
         return {"deploy.prototxt": proto}
@@ -194,4 +260,33 @@ BASE_NETS = (
     BaseNet("alexnetfcn", _alexnet_base(fully_conv=True), (10, 3, 227, 227)),
 )
 
-NETS = {net.name: net for net in MODELS + BASE_NETS}
+def _googlenet_base(fully_conv):
+    """bvlc_googlenet's deploy net (main branch), or its classifier as a 1x1
+    convolution over the final 7x7 average pool."""
+    def build(n, image, width):
+        features = backbones.googlenet(n, image, first_pad=3, final_pool=True, width=width)
+        backbones.classifier(n, features, fully_conv=fully_conv, name="loss3/classifier")
+    return build
+
+
+# Nets of the paper's studies beyond the release: Table 1's FCN-GoogLeNet
+# (Table 1 recipe: minibatch 20, fixed rate 5e-5, momentum 0.9; weight decay
+# 2e-4, GoogLeNet's own ILSVRC setting; upsampling kernel 63, as FCN-AlexNet
+# has: with 64 its odd-kernel pools leave the crop half a pixel off) and
+# Table 2's FCN-32s-fixed
+PAPER_MODELS = (
+    Model("voc-fcn-googlenet", voc(),
+          SingleStream(googlenet, (Task(Head(21, 32, final_kernel=63), normalize=True),)),
+          Solver(base_lr=5e-5, max_iter=100000, momentum=0.9, iter_size=20,
+                 weight_decay=0.0002)),
+    Model("voc-fcn32s-fixed", voc(), SingleStream(vgg16_frozen, single(21, 32)),
+          Solver(base_lr=1e-10, max_iter=100000)),
+)
+
+PAPER_BASE_NETS = (
+    BaseNet("googlenet", _googlenet_base(fully_conv=False), (10, 3, 224, 224),
+            net_name="GoogleNet"),
+    BaseNet("googlenetfcn", _googlenet_base(fully_conv=True), (10, 3, 224, 224)),
+)
+
+NETS = {net.name: net for net in MODELS + BASE_NETS + PAPER_MODELS + PAPER_BASE_NETS}

@@ -42,7 +42,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from caffe_backend import caffe
 from torchcaffe import glog
-from torchcaffe.atomic import write_text
+from torchcaffe.atomic import atomic_output, write_text
 from torchcaffe.floats import float32_text, float32_value
 from torchcaffe.progress import on_terminal, progress
 from data_layers.palette import VOC_CLASSES
@@ -87,7 +87,10 @@ def seg_tasks(model: str) -> tuple[SegTask, ...]:
 def base_nets(model: str) -> tuple[str, str]:
     """netspec names of the base net a chain-first model starts from: its
     fully convolutional form, then the ILSVRC classifier form."""
-    return ("alexnetfcn", "alexnet") if "alexnet" in model else ("vgg16fcn", "vgg16")
+    for backbone in ("alexnet", "googlenet"):
+        if backbone in model:
+            return f"{backbone}fcn", backbone
+    return "vgg16fcn", "vgg16"
 
 
 def stage_chain(model: str, stages: str | None = None) -> list[str]:
@@ -154,30 +157,36 @@ def point_data_layers(net_param, data_dir: Path) -> None:
         layer.python_param.param_str = repr(settings)
 
 
-def _prototxts(name: str, width: float | None) -> dict:
+def _prototxts(name: str, width: float | None, training=None) -> dict:
     from netspec.models import NETS
 
     if name not in NETS:
         raise CaffeError(f"unknown model '{name}' (see python -m netspec --list)")
+    kwargs = {} if training is None else {"options": training}
     if width is None:
-        return NETS[name].prototxts()
-    return NETS[name].prototxts(width=width)
+        return NETS[name].prototxts(**kwargs)
+    return NETS[name].prototxts(width=width, **kwargs)
 
 
 def emit_model(name: str, folder: Path, data_dir: Path | None,
-               width: float | None = None, lr_scale: float = 1.0) -> Path:
+               width: float | None = None, lr_scale: float = 1.0, training=None) -> Path:
     """Write `name`'s prototxts (data dirs under `data_dir`, the solver's
-    base_lr times `lr_scale`) and solve.py stub."""
+    base_lr times `lr_scale`, the paper's `training` studies, a
+    netspec.datasets.TrainingOptions) and solve.py stub."""
     from netspec.writer import to_prototxt
 
     if not (math.isfinite(lr_scale) and lr_scale > 0):
         raise CaffeError(f"--lr-scale must be a positive number, got {lr_scale}")
     folder.mkdir(parents=True, exist_ok=True)
-    for file_name, message in _prototxts(name, width).items():
+    for file_name, message in _prototxts(name, width, training).items():
         if data_dir is not None and hasattr(message, "layer"):
             point_data_layers(message, data_dir)
         if hasattr(message, "base_lr"):
             message.base_lr *= lr_scale
+        if file_name.endswith(".binaryproto"):  # class weights of a weighted loss
+            with atomic_output(folder / file_name) as out:
+                out.write(message.SerializeToString())
+            continue
         write_text(folder / file_name, to_prototxt(message))
     write_text(folder / "solve.py", stub_text(name))
     return folder
@@ -222,6 +231,7 @@ class StageOptions:
     width: float | None = None
     resume: Path | None = None
     lr_scale: float = 1.0   # multiplies every stage's solver base_lr
+    training: object = None  # netspec.datasets.TrainingOptions: the paper's studies
 
 
 @dataclass
@@ -308,7 +318,7 @@ def _deploy_text(base: str, width: float | None) -> str:
     return to_prototxt(_prototxts(base, width)["deploy.prototxt"])
 
 
-def _data_layer(net):
+def python_data_layer(net):
     """The (first) Python data layer instance of a torchcaffe or pycaffe net."""
     for layer in net.layers:
         instance = getattr(getattr(layer, "impl", None), "instance", layer)
@@ -349,7 +359,7 @@ def train_stage(name: str, folder: Path, run: RunDir, init: Path | None, from_ba
 
 def _run_schedule(solver, name, folder, run, opts, total, step_offset, result) -> None:
     test_net = solver.test_nets[0] if solver.test_nets else None
-    data = _data_layer(test_net) if test_net is not None else None
+    data = python_data_layer(test_net) if test_net is not None else None
     ids = list(data.indices) if data is not None else []
     if opts.test_images is not None:
         ids = ids[:opts.test_images]
@@ -461,7 +471,7 @@ def run_chain(model: str, run_root: Path, stages: str | None = None,
     with run.logging_to_file(), console_around_bars():
         for index, name in enumerate(names):
             folder = run.root if here else emit_model(name, run.stage_dir(name), data_dir,
-                                                      opts.width, opts.lr_scale)
+                                                      opts.width, opts.lr_scale, opts.training)
             if index == 0:
                 init = weights
                 if here and init is None and chain.index(name) > 0:
@@ -481,6 +491,43 @@ def run_chain(model: str, run_root: Path, stages: str | None = None,
             run.write_scores(document)
             plot_curves(run.metrics_path, run.curves_path)
     return results
+
+
+def training_options(args):
+    """The studies the command line asks for (None: the release's training)."""
+    from netspec.datasets import TrainingOptions
+
+    if not 0 < args.loss_p <= 1:
+        raise ValueError(f"--loss-p {args.loss_p}: give a probability in (0, 1]")
+    if args.jitter < 0:
+        raise ValueError(f"--jitter {args.jitter}: give a number of pixels >= 0")
+    weights = None
+    if args.class_weights == "balanced":
+        if args.here:
+            raise ValueError("--class-weights balanced reads the driver's --data; not with --here")
+        from solvers.labels import median_frequency_weights
+
+        weights = median_frequency_weights(args.model, args.data.resolve())
+        log.info("class weights (median frequency balancing): %s",
+                 ", ".join(f"{w:.3g}" for w in weights))
+    elif args.class_weights:
+        try:
+            weights = tuple(float(w) for w in args.class_weights.split(","))
+        except ValueError:
+            raise ValueError(f"--class-weights {args.class_weights}: give a comma list of "
+                             "numbers, one per class") from None
+        if min(weights) < 0 or max(weights) <= 0:
+            raise ValueError(f"--class-weights {args.class_weights}: weights must be >= 0 "
+                             "and not all 0")
+    options = TrainingOptions(loss_p=args.loss_p, class_weights=weights,
+                              class_balance=args.class_balance, mirror=args.mirror,
+                              jitter=args.jitter)
+    if weights is not None and args.class_balance == "loss":
+        from netspec.models import NETS
+
+        if args.model in NETS:  # a net the weighted loss cannot serve fails here, unwritten
+            NETS[args.model].prototxts(options=options)
+    return None if options == TrainingOptions() else options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -510,6 +557,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", type=Path, help="a .solverstate of the first stage")
     parser.add_argument("--here", action="store_true",
                         help="train this one model in the current (model) folder")
+    study = parser.add_argument_group(
+        "the paper's training studies (train data layer options; off by default)")
+    study.add_argument("--loss-p", type=float, default=1.0,
+                       help="loss sampling: keep each 32x32 loss cell with probability P; "
+                            "the solver's iter_size grows by 1/P (Section 4.3, Figure 5)")
+    study.add_argument("--class-weights",
+                       help="class balancing: comma list of one weight per class, or "
+                            "'balanced' (median frequency over the train split)")
+    study.add_argument("--class-balance", choices=("sample", "loss"), default="sample",
+                       help="how --class-weights balance: 'sample' keeps pixels of class c "
+                            "with probability w_c / max(w) (default); 'loss' weights each "
+                            "pixel's loss by w_c (an InfogainLoss with H = diag(w))")
+    study.add_argument("--mirror", action="store_true", help="random left-right flips")
+    study.add_argument("--jitter", type=int, default=0,
+                       help="random translation of up to N pixels per axis (paper: 32)")
     args = parser.parse_args(argv)
     if args.here and args.lr_scale != 1.0:
         parser.error("--lr-scale applies to the model folders the driver writes; with "
@@ -526,13 +588,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _solve(args, parser) -> list[StageResult]:
     try:
+        training = training_options(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    except CaffeError as exc:
+        parser.exit(1, f"solve.py: error: {exc}\n")
+    if args.here and training is not None:
+        parser.error("the training studies apply to the model folders the driver writes; "
+                     "with --here edit this folder's train data layer and solver")
+    try:
         if args.gpu is not None:
             caffe.set_device(args.gpu)
             caffe.set_mode_gpu()
         iters = parse_iters(args.iters) if args.iters is not None else None
         opts = StageOptions(iters=iters, test_interval=args.test_interval,
                             test_images=args.test_images, save_predictions=args.save_predictions,
-                            width=args.width, resume=args.resume, lr_scale=args.lr_scale)
+                            width=args.width, resume=args.resume, lr_scale=args.lr_scale,
+                            training=training)
         if args.here:
             root, data_dir = Path.cwd(), None
         else:

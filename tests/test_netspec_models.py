@@ -16,6 +16,8 @@ MODELS = ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-
           "nyud-fcn32s-color-hha", "siftflow-fcn32s", "siftflow-fcn16s", "siftflow-fcn8s",
           "pascalcontext-fcn32s", "pascalcontext-fcn16s", "pascalcontext-fcn8s"]
 BASE_NETS = ["vgg16", "vgg16fcn", "alexnet", "alexnetfcn"]
+PAPER_MODELS = ["voc-fcn-googlenet", "voc-fcn32s-fixed"]
+PAPER_BASE_NETS = ["googlenet", "googlenetfcn"]
 
 VGG_BODY = ["conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1",
             "conv2_1", "relu2_1", "conv2_2", "relu2_2", "pool2",
@@ -48,7 +50,7 @@ def data_param(net):
 
 
 def test_names_are_exactly_the_make_targets():
-    assert list(NETS) == MODELS + BASE_NETS
+    assert list(NETS) == MODELS + BASE_NETS + PAPER_MODELS + PAPER_BASE_NETS
 
 
 @pytest.mark.parametrize("name", MODELS + BASE_NETS)
@@ -310,7 +312,7 @@ def test_cli_writes_the_four_files_and_a_solve_script(tmp_path, capsys):
 
 def test_cli_list_and_unknown_name(capsys):
     assert main(["--list"]) == 0
-    assert capsys.readouterr().out.split() == MODELS + BASE_NETS
+    assert capsys.readouterr().out.split() == MODELS + BASE_NETS + PAPER_MODELS + PAPER_BASE_NETS
     with pytest.raises(SystemExit):
         main(["--out", "unused", "voc-fcn7s"])
     err = capsys.readouterr().err

@@ -37,6 +37,10 @@ BASES = {
     # (`--weights bvlc_reference_caffenet`, pooling before LRN as the release's
     # FCN-AlexNet has it) have the same shapes and cast alike
     "alexnet": BaseNet("alexnet", "alexnetfcn", "bvlc_alexnet", "alexnet-fcn.caffemodel"),
+    # bvlc_googlenet: loss3/classifier becomes a 1x1 convolution; FCN-GoogLeNet
+    # takes every layer but that one
+    "googlenet": BaseNet("googlenet", "googlenetfcn", "bvlc_googlenet",
+                         "googlenet-fcn.caffemodel"),
 }
 
 

@@ -75,6 +75,11 @@ _FILES = [
         "bvlc_alexnet", f"{ZOO_HOST}/bvlc_alexnet.caffemodel",
         "alexnet", "BVLC AlexNet (LRN before pooling; same parameter shapes as CaffeNet)",
         sha1="9116a64c0fbe4459d18f4bb6b56d647b63920377"),
+    WeightFile(
+        "bvlc_googlenet", f"{ZOO_HOST}/bvlc_googlenet.caffemodel",
+        "googlenet", "BVLC GoogLeNet (main branch and auxiliary classifiers; FCN-GoogLeNet "
+        "uses the main branch)",
+        sha1="405fc5acd08a3bb12de8ee5e23a96bec22f08204"),
 ]
 
 REGISTRY: dict[str, WeightFile] = {f.name: f for f in _FILES}
