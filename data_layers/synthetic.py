@@ -32,6 +32,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -132,10 +133,15 @@ def render_scene(rng: np.random.RandomState, height: int, width: int):
         occupied |= mask
         objects.append(mask)
     image += rng.normal(0.0, 5.0, size=image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), label, with_void_rings(label, objects)
+
+
+def with_void_rings(label: np.ndarray, objects: Sequence[np.ndarray]) -> np.ndarray:
+    """`label` with VOC's one-pixel void (255) ring around each object mask."""
     voc_label = label.copy()
     for mask in objects:
         voc_label[ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool)) & ~mask] = VOID
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8), label, voc_label
+    return voc_label
 
 
 def _save_jpeg(path: Path, rgb: np.ndarray) -> None:
@@ -146,6 +152,17 @@ def _save_jpeg(path: Path, rgb: np.ndarray) -> None:
 def generate(out: str | os.PathLike, seed: int = 0, train: int = 40, val: int = 12,
              height: int = 64, width: int = 80) -> dict[str, list[str]]:
     """Write the set under `out` (see the module docstring); returns the ids by split."""
+    return write_dataset(out, render_scene, CLASS_LABELS, seed=seed, train=train, val=val,
+                         height=height, width=width)
+
+
+def write_dataset(out: str | os.PathLike, render: Callable, class_labels: Sequence[int],
+                  seed: int, train: int, val: int, height: int,
+                  width: int) -> dict[str, list[str]]:
+    """Write scenes drawn by `render(rng, height, width)` -> (RGB, labels,
+    labels with void) in the VOC2011 + SBD layouts under `out` (see the
+    module docstring); `class_labels` are the object classes it draws.
+    Returns the ids by split."""
     if train < 1 or val < 1 or height < 16 or width < 16:
         raise ValueError("need train >= 1, val >= 1 and images of at least 16 x 16")
     out = Path(out)
@@ -158,12 +175,12 @@ def generate(out: str | os.PathLike, seed: int = 0, train: int = 40, val: int = 
     items = [(image_id, split) for split, ids in splits.items() for image_id in ids]
     scenes = progress(items, desc="synthetic scenes", unit="img")
     for index, (image_id, split) in enumerate(scenes):
-        rgb, label, voc_label = render_scene(np.random.RandomState([seed, index]), height, width)
+        rgb, label, voc_label = render(np.random.RandomState([seed, index]), height, width)
         _save_jpeg(voc / "JPEGImages" / f"{image_id}.jpg", rgb)
         save_label_png(voc / "SegmentationClass" / f"{image_id}.png", voc_label)
         if split == "train":
             _save_jpeg(sbd / "img" / f"{image_id}.jpg", rgb)
-            present = np.array([k for k in CLASS_LABELS if (label == k).any()], dtype=np.uint8)
+            present = np.array([k for k in class_labels if (label == k).any()], dtype=np.uint8)
             save_mat(sbd / "cls" / f"{image_id}.mat",
                      {"GTcls": {"Segmentation": label, "CategoriesPresent": present}})
     lists = voc / "ImageSets" / "Segmentation"

@@ -3,8 +3,8 @@
 Input: a run's metrics.jsonl (train records: step, loss; test records:
 step, mean_iu) or a training log with Caffe's display lines
 ("Iteration N (...), loss = L") and the seg tests' ">>> Iteration N mean
-IU X" lines. Drawn with PIL (no plotting library needed): two panels, linear
-axes, tick labels, stage boundaries as vertical lines when known.
+IU X" lines. Drawn with matplotlib (Agg): loss above, held-out mean IU in
+percent below, one colour per stage, stage boundaries as dashed lines.
 
     python -m solvers.curves runs/voc-fcn8s/metrics.jsonl -o curves.png
 """
@@ -17,13 +17,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
-
-from data_layers.files import save_image
 from solvers.run_dir import read_metrics
+from torchcaffe.atomic import atomic_path
 
 _DISPLAY = re.compile(r"Iteration (\d+) \([^)]*\), loss = ([-+0-9.eEinfa]+)")
 _MEAN_IU = re.compile(r">>> Iteration (\d+) mean IU ([-+0-9.eEinfa]+)")
+#: matplotlib's default colour cycle ("tab10"), one colour per stage
+TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+         "#7f7f7f", "#bcbd22", "#17becf")
 
 
 @dataclass
@@ -60,67 +61,70 @@ def read_curves(path: str | os.PathLike) -> Curves:
     return curves
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    if not high > low:
-        return [low]
-    raw = (high - low) / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = min((m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw), default=raw)
-    first = math.ceil(low / step) * step
-    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+def _stage_spans(curves: Curves, last_step: float) -> list[tuple[float, float, str]]:
+    """(first step, last step, name) of each stage; one unnamed span when none is known."""
+    starts = curves.stage_starts or [(0, "")]
+    ends = [s for s, _ in starts[1:]] + [last_step]
+    return [(start, end, name) for (start, name), end in zip(starts, ends)]
 
 
-def _panel(draw: ImageDraw.ImageDraw, box, points, title: str, color, stages, x_range,
-           font) -> None:
-    left, top, right, bottom = box
-    draw.rectangle(box, outline=(0, 0, 0))
-    draw.text((left, top - 14), title, fill=(0, 0, 0), font=font)
-    finite = [(x, y) for x, y in points if math.isfinite(y)]
-    x0, x1 = x_range
-    for start, name in stages:
-        sx = left + (start - x0) / (x1 - x0 or 1) * (right - left)
-        draw.line([(sx, top), (sx, bottom)], fill=(180, 180, 180))
-        draw.text((sx + 3, top + 2), name, fill=(120, 120, 120), font=font)
-    for tick in _ticks(x0, x1):
-        tx = left + (tick - x0) / (x1 - x0 or 1) * (right - left)
-        draw.line([(tx, bottom), (tx, bottom + 4)], fill=(0, 0, 0))
-        draw.text((tx - 10, bottom + 6), f"{tick:g}", fill=(0, 0, 0), font=font)
-    if not finite:
-        draw.text((left + 10, (top + bottom) / 2), "no data", fill=(0, 0, 0), font=font)
-        return
-    ys = [y for _, y in finite]
-    y0, y1 = min(ys), max(ys)
-    if y1 == y0:
-        y0, y1 = y0 - 0.5 * (abs(y0) or 1), y1 + 0.5 * (abs(y1) or 1)
-    for tick in _ticks(y0, y1):
-        ty = bottom - (tick - y0) / (y1 - y0) * (bottom - top)
-        draw.line([(left - 4, ty), (left, ty)], fill=(0, 0, 0))
-        draw.text((4, ty - 6), f"{tick:.4g}", fill=(0, 0, 0), font=font)
-    xy = [(left + (x - x0) / (x1 - x0 or 1) * (right - left),
-           bottom - (y - y0) / (y1 - y0) * (bottom - top)) for x, y in finite]
-    if len(xy) > 1:
-        draw.line(xy, fill=color, width=2)
-    for px, py in xy if len(xy) < 50 else xy[-1:]:
-        draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=color)
+def _in_span(points, start, end, first: bool):
+    return [(x, y) for x, y in points if (start <= x if first else start < x) and x <= end]
+
+
+DPI = 100
+
+
+def curves_figure(curves: Curves, size: tuple[int, int] = (1000, 700)):
+    """The matplotlib figure (`size` in pixels at DPI) of the loss and
+    held-out mean-IU curves: one colour per stage, stage boundaries as
+    dashed lines, mean IU in percent on an axis from 0 to 100."""
+    from matplotlib.figure import Figure
+
+    xs = [x for x, _ in curves.loss + curves.mean_iu] + [s for s, _ in curves.stage_starts]
+    last = max(xs, default=1)
+    figure = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
+    loss_axes, iu_axes = figure.subplots(2, 1, sharex=True)
+    colours = TAB10
+    for index, (start, end, name) in enumerate(_stage_spans(curves, last)):
+        colour = colours[index % len(colours)]
+        label = name or None
+        loss = _in_span(curves.loss, start, end, first=index == 0)
+        if loss:
+            loss_axes.plot(*zip(*loss), color=colour, linewidth=1.5, label=label)
+        iu = _in_span(curves.mean_iu, start, end, first=index == 0)
+        if iu:
+            iu_axes.plot([x for x, _ in iu], [100.0 * y for _, y in iu], color=colour,
+                         marker="o", markersize=4, linewidth=1.5, label=label)
+        if index:
+            for axes in (loss_axes, iu_axes):
+                axes.axvline(start, color="0.5", linestyle="--", linewidth=1)
+    positive = [y for _, y in curves.loss if math.isfinite(y) and y > 0]
+    if positive and max(positive) > 20 * min(positive):
+        loss_axes.set_yscale("log")
+    loss_axes.set_ylabel("training loss")
+    loss_axes.set_title("training loss (mean over each display interval)")
+    iu_axes.set_ylim(0, 100)
+    iu_axes.set_ylabel("mean IU (%)")
+    iu_axes.set_title("held-out mean IU")
+    iu_axes.set_xlabel("iteration (all stages)")
+    iu_axes.set_xlim(0, last)
+    for axes in (loss_axes, iu_axes):
+        axes.grid(True, color="0.9")
+        if axes.get_legend_handles_labels()[1]:
+            axes.legend(loc="best", title="stage")
+        if not axes.lines:
+            axes.text(0.5, 0.5, "no data", transform=axes.transAxes, ha="center")
+    figure.tight_layout()
+    return figure
 
 
 def plot_curves(source: str | os.PathLike, out: str | os.PathLike,
-                size: tuple[int, int] = (900, 600)) -> Path:
-    """Draw the loss and mean-IU curves of `source` into the PNG `out`."""
-    curves = read_curves(source)
-    width, height = size
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    xs = [x for x, _ in curves.loss + curves.mean_iu] + [s for s, _ in curves.stage_starts]
-    x_range = (min(xs, default=0), max(xs, default=1))
-    half = height // 2
-    _panel(draw, (80, 30, width - 20, half - 30), curves.loss, "training loss", (200, 40, 40),
-           curves.stage_starts, x_range, font)
-    _panel(draw, (80, half + 20, width - 20, height - 30), curves.mean_iu, "test mean IU",
-           (40, 90, 200), curves.stage_starts, x_range, font)
-    draw.text((width // 2 - 20, height - 14), "iteration", fill=(0, 0, 0), font=font)
-    save_image(out, image)
+                size: tuple[int, int] = (1000, 700)) -> Path:
+    """Draw the curves of `source` (see read_curves) into the PNG `out`."""
+    figure = curves_figure(read_curves(source), size)
+    with atomic_path(out) as tmp:
+        figure.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
     return Path(out)
 
 

@@ -11,8 +11,8 @@ import torch
 from google.protobuf import text_format
 from PIL import Image
 
-from data_layers.palette import voc_palette
-from solvers import demo, solve
+from data_layers import demo_scenes
+from solvers import demo, overlays, solve
 from torchcaffe.errors import CaffeError
 from torchcaffe.proto import caffe_pb2
 
@@ -53,13 +53,20 @@ def test_results_table(quick_runs):
         assert row["iters"] == demo.QUICK.iters
         for key, _ in demo.METRICS:
             assert 0.0 <= row[key] <= 100.0, (row["model"], key)
-    # results.md carries the same table: 3 stage rows, 4 metrics in [0, 100]
-    md_rows = table_rows((out / "results.md").read_text())
+    # results.md carries the same table: 3 stage rows, 4 metrics + boundary IU
+    markdown = (out / "results.md").read_text()
+    md_rows = table_rows(markdown)
     assert [r[0] for r in md_rows] == ["FCN-32s", "FCN-16s", "FCN-8s"]
     for md, row in zip(md_rows, rows):
         metrics = [float(v) for v in md[3:]]
-        assert len(metrics) == 4 and all(0.0 <= v <= 100.0 for v in metrics)
-        assert metrics == pytest.approx([row[k] for k, _ in demo.METRICS], abs=0.051)
+        assert len(metrics) == 5 and all(0.0 <= v <= 100.0 for v in metrics)
+        expected = [row[k] for k, _ in demo.METRICS] + [row["boundary_mean_iu"]]
+        assert metrics == pytest.approx(expected, abs=0.051)
+    # and the per-class table: one line per class, one column per stage
+    for name in demo_scenes.CLASS_NAMES:
+        cells = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
+        values = [c.strip() for c in cells.strip("|").split("|")[1:]]
+        assert values == [demo._fmt(row["per_class_iu"][name]) for row in rows]
 
 
 def test_rates_are_the_references_scaled_and_100x_apart(quick_runs):
@@ -88,23 +95,38 @@ def test_rates_are_the_references_scaled_and_100x_apart(quick_runs):
 
 def test_overlays_and_curves(quick_runs):
     out = quick_runs[0]
-    config, scale, gap, header = demo.QUICK, 3, 4, 16
-    columns, rows = 5, config.overlays  # image, truth, 32s, 16s, 8s
-    sheet = Image.open(out / "overlays.png")
-    tile_w, tile_h = config.width * scale, config.height * scale
-    assert sheet.size == (columns * tile_w + (columns - 1) * gap,
-                          header + rows * tile_h + (rows - 1) * gap)
-    # the ground-truth tile of the first row is the label PNG in VOC colours
+    config, scale = demo.QUICK, 2
     voc = out / "data" / "pascal" / "VOC2011"
     val = (voc / "ImageSets" / "Segmentation" / "seg11valid.txt").read_text().split()
-    labels = {i: np.array(Image.open(voc / "SegmentationClass" / f"{i}.png")) for i in val}
-    objects = {i: np.count_nonzero((v > 0) & (v < 255)) for i, v in labels.items()}
-    first = max(val, key=lambda i: (objects[i], -val.index(i)))  # most objects, first on ties
-    label = labels[first]
-    tile = np.array(sheet.convert("RGB"))[header:header + tile_h, tile_w + gap:2 * tile_w + gap]
-    np.testing.assert_array_equal(tile[::scale, ::scale], voc_palette()[label])
+    sheet = np.array(Image.open(out / "overlays.png").convert("RGB")).astype(int)
+    tile_h, tile_w = config.height * scale, config.width * scale
+    columns, gap = 5, overlays.GAP  # image, truth, 32s, 16s, 8s
+    assert sheet.shape[1] == columns * (tile_w + gap) + gap
+    header = overlays.FONT_SIZE + 2 * gap
+    # one row per held-out scene; the first: the image, then the truth over it
+    image = np.array(Image.open(voc / "JPEGImages" / f"{val[0]}.jpg").convert("RGB")).astype(int)
+    label = np.array(Image.open(voc / "SegmentationClass" / f"{val[0]}.png"))
+    image_tile = sheet[header:header + tile_h, gap:gap + tile_w]
+    truth_tile = sheet[header:header + tile_h, 2 * gap + tile_w:2 * (gap + tile_w)]
+    np.testing.assert_array_equal(image_tile[::scale, ::scale], image)
+    background = (label == 0) | (label == 255)  # void is drawn as background
+    assert background.any() and (~background).any()
+    np.testing.assert_array_equal(truth_tile[::scale, ::scale][background], image[background])
+    # an object pixel is halfway between the image and its class colour
+    colours = demo.display_colours()
+    rows, cols = np.nonzero(~background)
+    for r, c in zip(rows[::50], cols[::50]):
+        expected = (image[r, c] + np.array(colours[label[r, c]])) / 2
+        got = truth_tile[r * scale:(r + 1) * scale, c * scale:(c + 1) * scale]
+        # inside: the blend; on the outline: the colour itself
+        assert (np.abs(got - expected).max() <= 1
+                or (got == np.array(colours[label[r, c]])).all(axis=-1).any())
+    # the legend below the last row shows every class colour
+    legend = sheet[header + len(val) * (tile_h + gap):]
+    for colour in colours.values():
+        assert (legend == np.array(colour)).all(axis=-1).any(), colour
     curves = Image.open(out / "curves.png")
-    assert curves.format == "PNG" and curves.size == (900, 600)
+    assert curves.format == "PNG" and curves.size == (1000, 700)
 
 
 def test_same_seed_same_results(quick_runs):
