@@ -27,7 +27,7 @@ MODELS := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet \
           voc-fcn-googlenet voc-fcn32s-fixed
 BASE_NETS := vgg16 vgg16fcn alexnet alexnetfcn googlenet googlenetfcn
 
-.PHONY: install test demo nets proto bench table1 which-python $(MODELS) $(BASE_NETS)
+.PHONY: install test demo demo-time nets proto bench table1 which-python $(MODELS) $(BASE_NETS)
 
 install: $(STAMP)
 
@@ -53,6 +53,10 @@ test: $(STAMP)
 # reference nets, staged 32s -> 16s -> 8s on CPU; results under demo/.
 demo: $(STAMP)
 	$(PYTHON) -m solvers.demo
+
+# The full demo twice in fresh processes: wall and CPU time, same results.
+demo-time: $(STAMP)
+	$(PYTHON) -m bench.demo_time --runs 2
 
 # All reference nets and base nets under models/<name>/.
 nets: $(STAMP)
