@@ -535,7 +535,7 @@ class SGDSolver:
 
 def _stateful_layers(net: Net):
     """(layer handle, Python layer instance) for layers that can save their state."""
-    for handle in net.layers:
+    for handle in net._handles:
         instance = getattr(handle.impl, "instance", None)
         if instance is not None and hasattr(instance, "get_state") \
                 and hasattr(instance, "set_state"):
