@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Sequence
@@ -250,27 +251,52 @@ def _snapshot_folder(solver_file: Path) -> None:
         (solver_file.parent / param.snapshot_prefix).parent.mkdir(parents=True, exist_ok=True)
 
 
-def init_from_base(solver, weights: Path, model: str, work: Path,
-                   width: float | None) -> None:
+def load_base_net(weights: Path, model: str, width: float | None):
+    """The base net of `model` (fully convolutional or classifier form) that
+    `weights` fits, loaded with them; its deploy file lives in a temporary
+    folder, so checking writes nothing of the user's."""
+    errors = []
+    with tempfile.TemporaryDirectory(prefix="fcn-base-") as work:
+        for base in base_nets(model):
+            deploy = Path(work) / f"{base}.prototxt"
+            deploy.write_text(_deploy_text(base, width))
+            try:
+                return base, caffe.Net(str(deploy), str(weights), caffe.TEST)
+            except CaffeError as exc:
+                errors.append(f"{base}: {exc}")
+    raise CaffeError(f"--weights {weights}: fits neither base net of {model} "
+                     f"({' or '.join(base_nets(model))}): " + "; ".join(errors))
+
+
+def init_from_base(solver, weights: Path, model: str, width: float | None) -> None:
     """Transplant base-net weights (fully convolutional or classifier form)."""
     from surgery import transplant
 
-    errors = []
-    for base in base_nets(model):
-        deploy = work / base / "deploy.prototxt"
-        deploy.parent.mkdir(parents=True, exist_ok=True)
-        write_text(deploy, _deploy_text(base, width))
-        try:
-            base_net = caffe.Net(str(deploy), str(weights), caffe.TEST)
-        except CaffeError as exc:
-            errors.append(f"{base}: {exc}")
-            continue
-        report = transplant(solver.net, base_net)
-        log.info("%s: transplanted %s from %s (%s form): %s", model, weights.name, weights,
-                 base, report.summary())
+    base, base_net = load_base_net(weights, model, width)
+    report = transplant(solver.net, base_net)
+    log.info("%s: transplanted %s from %s (%s form): %s", model, weights.name, weights,
+             base, report.summary())
+
+
+def check_inputs(model: str, names: Sequence[str], weights: Path | None,
+                 data_dir: Path | None, opts: StageOptions, here: bool) -> None:
+    """Refuse bad inputs before anything is written: missing files, weights
+    that are not a caffemodel or fit no base net, a missing data root."""
+    from torchcaffe.caffemodel import read_caffemodel
+
+    for flag, path in (("--weights", weights), ("--resume", opts.resume)):
+        if path is not None and not path.is_file():
+            raise CaffeError(f"{flag} {path}: no such file")
+    if opts.resume is not None and opts.resume.suffix != ".solverstate":
+        raise CaffeError(f"--resume {opts.resume}: expected a .solverstate snapshot")
+    if data_dir is not None and not data_dir.is_dir():
+        raise CaffeError(f"--data {data_dir}: no such folder (the dataset root; "
+                         "`python -m data_layers.prepare check --data DIR` says what goes there)")
+    if weights is None:
         return
-    raise CaffeError(f"--weights {weights}: fits neither base net of {model}: "
-                     + "; ".join(errors))
+    read_caffemodel(str(weights))  # a caffemodel at all
+    if not here and stage_chain(model).index(names[0]) == 0:
+        load_base_net(weights, names[0], opts.width)  # and one the chain can start from
 
 
 def _deploy_text(base: str, width: float | None) -> str:
@@ -299,7 +325,7 @@ def train_stage(name: str, folder: Path, run: RunDir, init: Path | None, from_ba
                         "zero, so it cannot learn); pass --weights (e.g. vgg16-fcn.caffemodel "
                         "from `python -m weights prepare-base vgg16`)", name)
         elif from_base:
-            init_from_base(solver, init, name, run.root / "base", opts.width)
+            init_from_base(solver, init, name, opts.width)
         else:
             solver.net.copy_from(str(init))
             log.info("%s: initialised from %s", name, init)
@@ -422,6 +448,7 @@ def run_chain(model: str, run_root: Path, stages: str | None = None,
         opts = StageOptions(**{**opts.__dict__, "resume": Path(opts.resume).resolve()})
     names = [model] if here else stage_chain(model, stages)
     iters = stage_iters(opts.iters, names)  # checked before anything is written
+    check_inputs(model, names, weights, data_dir, opts, here)
     run = RunDir(run_root)
     chain = stage_chain(model)
     results: list[StageResult] = []

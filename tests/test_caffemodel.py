@@ -16,13 +16,7 @@ from torchcaffe.caffemodel import LayerBlobs, blob_for_target, read_caffemodel, 
 from torchcaffe.errors import CaffeError
 from torchcaffe.proto import caffe_pb2
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
-
-
-def golden(*parts) -> Path:
-    if not GOLDEN.is_dir():
-        pytest.skip("golden folder not present")
-    return GOLDEN.joinpath(*parts)
+from golden_sets import file_params, unpacked
 
 
 def varint(value: int) -> bytes:
@@ -77,9 +71,9 @@ GOLDEN_MODELS = ["nets/fcn32s_w16.caffemodel", "nets/fcn16s_w16.caffemodel",
                  "solver/adam_init.caffemodel"]
 
 
-@pytest.mark.parametrize("name", GOLDEN_MODELS)
-def test_caffe_written_models_match_reference_decoder(name):
-    path = golden(name)
+@pytest.mark.parametrize("path", file_params(*GOLDEN_MODELS))
+def test_caffe_written_models_match_reference_decoder(path, tmp_path):
+    path = unpacked(path, tmp_path)
     layers = read_caffemodel(path)
     reference = reference_decode(path)
     assert [l.name for l in layers] == [l.name for l in reference.layer]
@@ -94,9 +88,10 @@ def test_caffe_written_models_match_reference_decoder(name):
         assert ours.legacy_shape == (False,) * len(ours.blobs)
 
 
-def test_legacy_v1_model_loads_to_caffe_params():
-    path = golden("legacy", "tiny_v1.caffemodel")
-    truth = np.load(golden("legacy", "tiny_v1.npz"))
+@pytest.mark.parametrize("path", file_params("legacy/tiny_v1.caffemodel"))
+def test_legacy_v1_model_loads_to_caffe_params(path, tmp_path):
+    truth = np.load(path.parent / "tiny_v1.npz")
+    path = unpacked(path, tmp_path)
     layers = {l.name: l for l in read_caffemodel(path)}
     assert {n: l.type for n, l in layers.items()} == {
         "conv1": "Convolution", "relu1": "ReLU", "pool1": "Pooling", "fc6": "InnerProduct"}

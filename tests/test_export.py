@@ -19,22 +19,27 @@ from torchcaffe.proto import caffe_pb2
 from weights.export import ONNX_OPSET, export
 from weights.torch_module import CaffeModule
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
-NET = GOLDEN / "nets" / "fcn8s_w16"
+from golden_sets import COMPACT, materialize
+
+SOURCE = COMPACT / "nets" / "fcn8s_w16"  # BVLC Caffe's outputs, in the committed copy
 
 
 @pytest.fixture(scope="module")
 def golden():
-    if not NET.with_suffix(".npz").exists():
-        pytest.skip("golden folder absent")
-    return np.load(NET.with_suffix(".npz"))
+    return np.load(SOURCE.with_suffix(".npz"))
 
 
 @pytest.fixture(scope="module")
-def deploy(golden, tmp_path_factory):
+def net_files(tmp_path_factory):
+    """The golden FCN-8s folder with its caffemodel unpacked."""
+    return materialize(SOURCE.parent, tmp_path_factory.mktemp("golden-nets")) / SOURCE.name
+
+
+@pytest.fixture(scope="module")
+def deploy(golden, net_files, tmp_path_factory):
     """The golden train-style net without label and loss: a deploy net with output 'score'."""
     net = caffe_pb2.NetParameter()
-    text_format.Merge(NET.with_suffix(".prototxt").read_text(), net)
+    text_format.Merge(net_files.with_suffix(".prototxt").read_text(), net)
     layers = [layer for layer in net.layer if layer.name not in ("label", "loss")]
     del net.layer[:]
     net.layer.extend(layers)
@@ -44,16 +49,18 @@ def deploy(golden, tmp_path_factory):
     return path
 
 
-WEIGHTS = NET.with_suffix(".caffemodel")
+@pytest.fixture(scope="module")
+def weights(net_files):
+    return net_files.with_suffix(".caffemodel")
 
 
-def file_blobs():
-    return {f"{layer.name}.{i}": blob for layer in read_caffemodel(WEIGHTS)
+def file_blobs(weights):
+    return {f"{layer.name}.{i}": blob for layer in read_caffemodel(weights)
             for i, blob in enumerate(layer.blobs)}
 
 
-def test_torch_module_reproduces_bvlc_score(golden, deploy):
-    module = CaffeModule(deploy, WEIGHTS).eval()
+def test_torch_module_reproduces_bvlc_score(weights, golden, deploy):
+    module = CaffeModule(deploy, weights).eval()
     assert module.input_names == ["data"] and module.output_names == ["score"]
     with torch.no_grad():
         (score,) = module(torch.from_numpy(golden["in/data"]))
@@ -62,11 +69,11 @@ def test_torch_module_reproduces_bvlc_score(golden, deploy):
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".npz", ".safetensors"])
-def test_tensor_formats_hold_the_caffemodel_blobs(deploy, tmp_path, suffix):
+def test_tensor_formats_hold_the_caffemodel_blobs(weights, deploy, tmp_path, suffix):
     if suffix == ".safetensors":
         pytest.importorskip("safetensors")
     out = tmp_path / f"fcn8s{suffix}"
-    result = export(deploy, WEIGHTS, out)
+    result = export(deploy, weights, out)
     assert result.path == out and result.max_error <= 1e-4
     if suffix == ".pt":
         loaded = {k: v.numpy() for k, v in torch.load(out, weights_only=True).items()}
@@ -75,7 +82,7 @@ def test_tensor_formats_hold_the_caffemodel_blobs(deploy, tmp_path, suffix):
     else:
         from safetensors.numpy import load_file
         loaded = load_file(out)
-    expected = file_blobs()
+    expected = file_blobs(weights)
     assert set(loaded) == set(expected)
     assert "fc6.0" in loaded and "upscore8.0" in loaded and "upscore8.1" not in loaded
     for key, blob in expected.items():
@@ -83,11 +90,11 @@ def test_tensor_formats_hold_the_caffemodel_blobs(deploy, tmp_path, suffix):
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary left
 
 
-def test_onnx_export_runs_in_onnxruntime_like_bvlc(golden, deploy, tmp_path):
+def test_onnx_export_runs_in_onnxruntime_like_bvlc(weights, golden, deploy, tmp_path):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     out = tmp_path / "fcn8s.onnx"
-    result = export(deploy, WEIGHTS, out)
+    result = export(deploy, weights, out)
     assert result.format == "onnx" and result.max_error <= 1e-4
     model = onnx.load(out)
     assert model.opset_import[0].version == ONNX_OPSET
@@ -99,7 +106,7 @@ def test_onnx_export_runs_in_onnxruntime_like_bvlc(golden, deploy, tmp_path):
     np.testing.assert_allclose(score, want, rtol=0, atol=1e-4 * np.abs(want).max())
 
 
-def test_failed_check_leaves_no_file(deploy, tmp_path, monkeypatch):
+def test_failed_check_leaves_no_file(weights, deploy, tmp_path, monkeypatch):
     import weights.export as export_module
 
     def corrupt(state, path):  # write wrong values: the check must catch them
@@ -107,10 +114,10 @@ def test_failed_check_leaves_no_file(deploy, tmp_path, monkeypatch):
 
     monkeypatch.setitem(export_module.WRITERS, "pt", corrupt)
     with pytest.raises(CaffeError, match="output 'score' differs"):
-        export(deploy, WEIGHTS, tmp_path / "bad.pt")
+        export(deploy, weights, tmp_path / "bad.pt")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unknown_suffix_is_refused(deploy, tmp_path):
+def test_unknown_suffix_is_refused(weights, deploy, tmp_path):
     with pytest.raises(CaffeError, match=r"\.h5.*suffix"):
-        export(deploy, WEIGHTS, tmp_path / "w.h5")
+        export(deploy, weights, tmp_path / "w.h5")

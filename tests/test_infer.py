@@ -101,3 +101,36 @@ def test_infer_refuses_a_missing_score_blob(model, tmp_path, capsys):
     assert exit_.value.code == 1
     assert "no blob 'score_sem'" in capsys.readouterr().err
     assert not (tmp_path / "o" / "x.png").exists()
+
+
+TRAIN_LIKE = DEPLOY.replace('type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } }',
+                            'type: "Python" top: "data" top: "label" python_param { module: "voc_layers" '
+                            'layer: "VOCSegDataLayer" }') + (
+    'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss" }\n')
+
+
+@pytest.mark.parametrize("case, message", [
+    ("train", "not a deploy net (data layers data (Python); loss layers loss (SoftmaxWithLoss))"),
+    ("missing-deploy", "--deploy {tmp}/nope.prototxt: no such file"),
+    ("missing-image", "image {tmp}/nope.png: no such file"),
+])
+def test_infer_names_the_real_problem_before_writing(model, tmp_path, capsys, case, message):
+    from weights.__main__ import main
+
+    deploy, weights = model
+    image_path = tmp_path / "x.png"
+    Image.fromarray(image_and_labels()[0]).save(image_path)
+    if case == "train":
+        deploy = tmp_path / "train.prototxt"
+        deploy.write_text(TRAIN_LIKE)
+    elif case == "missing-deploy":
+        deploy = tmp_path / "nope.prototxt"
+    else:
+        image_path = tmp_path / "nope.png"
+    with pytest.raises(SystemExit) as exit_:
+        main(["infer", "--deploy", str(deploy), "--weights", str(weights), str(image_path),
+              "--out", str(tmp_path / "o")])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.format(tmp=tmp_path) in err
+    assert not (tmp_path / "o").exists()

@@ -62,3 +62,43 @@ def test_per_stage_counts_reach_each_stage(tmp_path, python_layers):  # noqa: F8
                      ("voc-fcn8s", 2, 6)]
     for name, count in zip(CHAIN, [3, 1, 2]):
         assert (out / name / "snapshot" / f"train_iter_{count}.solverstate").is_file()
+
+
+@pytest.mark.parametrize("flag, make, message", [
+    ("--weights", None, "--weights {path}: no such file"),
+    ("--weights", b"\x0a\xff", "not a valid NetParameter"),
+    ("--resume", None, "--resume {path}: no such file"),
+])
+def test_bad_files_stop_before_anything_is_written(tmp_path, capsys, flag, make, message):
+    path = tmp_path / "given.caffemodel"
+    if make is not None:
+        path.write_bytes(make)
+    data, out = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        solve.main(["voc-fcn8s", flag, str(path), "--data", str(data), "--out", str(out),
+                    "--width", str(WIDTH)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert message.format(path=path) in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_weights_that_fit_no_base_net_stop_before_anything_is_written(tmp_path, capsys):
+    from caffe_backend import caffe
+
+    deploy = tmp_path / "tiny.prototxt"
+    deploy.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { '
+                      'dim: 1 dim: 3 dim: 4 dim: 4 } } }\nlayer { name: "conv1_1" type: '
+                      '"Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 '
+                      'kernel_size: 1 } }\n')
+    weights = tmp_path / "tiny.caffemodel"
+    caffe.Net(str(deploy), caffe.TEST).save(str(weights))
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        solve.main(["voc-fcn8s", "--weights", str(weights), "--data", str(tmp_path),
+                    "--out", str(out), "--width", str(WIDTH)])
+    err = capsys.readouterr().err
+    assert "fits neither base net of voc-fcn32s (vgg16fcn or vgg16)" in err
+    assert "conv1_1" in err
+    assert not out.exists()

@@ -10,13 +10,7 @@ from torchcaffe.errors import CaffeError
 from torchcaffe.proto import caffe_pb2
 from torchcaffe.solverstate import read_solverstate, write_solverstate
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
-
-
-def golden(*parts) -> Path:
-    if not GOLDEN.is_dir():
-        pytest.skip("golden folder not present")
-    return GOLDEN.joinpath(*parts)
+from golden_sets import file_params, unpacked
 
 
 def reference_decode(path) -> caffe_pb2.SolverState:
@@ -25,14 +19,16 @@ def reference_decode(path) -> caffe_pb2.SolverState:
     return state
 
 
-def test_caffe_snapshot_reads():
-    path = golden("solver", "sgd_fixed_iter_3.solverstate")
+@pytest.mark.parametrize("path", file_params("solver/sgd_fixed_iter_3.solverstate"))
+def test_caffe_snapshot_reads(path, tmp_path):
+    folder = path.parent
+    path = unpacked(path, tmp_path)
     state = read_solverstate(path)
     iteration, current_step, learned_net, history = state
     assert iteration == 3 and current_step == 0
     assert learned_net == "sgd_fixed_iter_3.caffemodel"
     # one history blob per learnable param, in net.params order, shaped like it
-    params = [b for layer in read_caffemodel(golden("solver", learned_net)) for b in layer.blobs]
+    params = [b for layer in read_caffemodel(unpacked(next(folder.glob(learned_net + "*")), tmp_path)) for b in layer.blobs]
     assert [h.shape for h in history] == [p.shape for p in params]
     reference = reference_decode(path)
     assert len(reference.history) == len(history) == 22

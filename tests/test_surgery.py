@@ -14,7 +14,9 @@ import pytest
 from surgery import expand_score, interp, transplant, upsample_filt
 from torchcaffe.errors import CaffeError, LayerError
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+from golden_sets import COMPACT, materialize
+
+GOLDEN_NETS = COMPACT / "nets"  # BVLC Caffe's files and outputs, in the committed copy
 
 
 class FakeBlob:
@@ -132,10 +134,8 @@ def _golden_blobs(path):
                          for b in layer.blobs] for layer in net.layer}
 
 
-def test_interp_matches_kernels_bvlc_caffe_saved():
-    path = GOLDEN / "nets" / "fcn8s_w16.caffemodel"
-    if not path.exists():
-        pytest.skip("golden folder absent")
+def test_interp_matches_kernels_bvlc_caffe_saved(tmp_path):
+    path = materialize(GOLDEN_NETS, tmp_path / "nets") / "fcn8s_w16.caffemodel"
     saved = _golden_blobs(path)
     ups = [name for name, blobs in saved.items() if name.startswith("upscore") and blobs]
     assert ups == ["upscore2", "upscore_pool4", "upscore8"]
@@ -233,14 +233,12 @@ def test_expand_score_refuses_shrinking():
         expand_score(new, "score", old, "score")
 
 
-def test_interp_on_a_runtime_net_gives_bvlc_outputs():
+def test_interp_on_a_runtime_net_gives_bvlc_outputs(tmp_path):
     """Zero the golden net's upsampling kernels, restore them with interp, and
     the forward must again match what BVLC Caffe computed."""
     from caffe_backend import caffe
 
-    net_path = GOLDEN / "nets" / "fcn8s_w16"
-    if not net_path.with_suffix(".npz").exists():
-        pytest.skip("golden folder absent")
+    net_path = materialize(GOLDEN_NETS, tmp_path / "nets") / "fcn8s_w16"
     golden = np.load(net_path.with_suffix(".npz"))
     net = caffe.Net(str(net_path.with_suffix(".prototxt")),
                     str(net_path.with_suffix(".caffemodel")), caffe.TEST)

@@ -43,3 +43,14 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert exit_.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: no weights named 'no-such-model'") and "Traceback" not in err
+
+
+def test_prepare_base_names_a_missing_weights_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["prepare-base", "vgg16", "--weights", str(tmp_path / "missing.caffemodel"),
+              "--dir", str(tmp_path / "out"), "--nets-dir", str(tmp_path / "nets")])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert f"--weights {tmp_path / 'missing.caffemodel'}: no such file" in err
+    assert "registry" in err and "Traceback" not in err
+    assert sorted(tmp_path.iterdir()) == []  # nothing written

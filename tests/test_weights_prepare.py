@@ -19,7 +19,7 @@ from torchcaffe.errors import CaffeError
 from torchcaffe.proto import caffe_pb2
 from weights.prepare import BASES, cast_to_fcn, deploy_path, prepare_base
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+from golden_sets import COMPACT, materialize
 
 V1 = caffe_pb2.V1LayerParameter
 V1_TYPES = {"Convolution": V1.CONVOLUTION, "InnerProduct": V1.INNER_PRODUCT}
@@ -168,9 +168,7 @@ def test_cast_reproduces_bvlc_classifier_output(tmp_path):
     fully convolutional form of the cast weights must give the same numbers."""
     from caffe_backend import caffe
 
-    legacy = GOLDEN / "legacy"
-    if not legacy.exists():
-        pytest.skip("golden folder absent")
+    legacy = materialize(COMPACT / "legacy", tmp_path / "legacy")
     golden = np.load(legacy / "tiny_v1.npz")
     fcn = tmp_path / "fcn.prototxt"
     fcn.write_text(GOLDEN_FCN)
@@ -188,16 +186,14 @@ def test_cast_reproduces_bvlc_classifier_output(tmp_path):
 
 
 def test_cast_refuses_fcn_layers_without_weights(tmp_path):
-    legacy = GOLDEN / "legacy"
-    if not legacy.exists():
-        pytest.skip("golden folder absent")
+    legacy = materialize(COMPACT / "legacy", tmp_path / "legacy")
     fcn = tmp_path / "fcn.prototxt"
     fcn.write_text(GOLDEN_FCN + 'layer { name: "score_fr" type: "Convolution" bottom: "fc6" '
                    'top: "score_fr" convolution_param { num_output: 3 kernel_size: 1 } }\n')
     out = tmp_path / "x.caffemodel"
     with pytest.raises(CaffeError, match=r"no weights for the layers \['score_fr'\]"):
         cast_to_fcn(legacy / "tiny_v1_deploy.prototxt", fcn, legacy / "tiny_v1.caffemodel", out)
-    assert not out.exists() and list(tmp_path.iterdir()) == [fcn]
+    assert not out.exists() and sorted(tmp_path.iterdir()) == sorted([fcn, legacy])
 
 
 def test_prepare_base_refuses_unknown_base(tmp_path):

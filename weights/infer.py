@@ -130,8 +130,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run on this GPU (default: CPU)")
 
 
+def check_deploy(path: str, input_blob: str) -> None:
+    """Refuse a prototxt that is not a deploy net: one that reads a dataset
+    (a data layer) or computes a loss, or has no input blob `input_blob`."""
+    from torchcaffe.prototxt import read_net_prototxt
+
+    net = read_net_prototxt(path)
+    readers = [f"{layer.name} ({layer.type})" for layer in net.layer
+               if layer.type != "Input" and not layer.bottom]
+    losses = [f"{layer.name} ({layer.type})" for layer in net.layer if layer.type.endswith("Loss")]
+    if readers or losses:
+        found = "; ".join(filter(None, [
+            readers and f"data layers {', '.join(readers)}",
+            losses and f"loss layers {', '.join(losses)}"]))
+        raise CaffeError(f"--deploy {path}: not a deploy net ({found}); use the model's "
+                         "deploy.prototxt (an Input layer instead of the data layer, no loss)")
+    inputs = list(net.input) + [top for layer in net.layer if layer.type == "Input"
+                                for top in layer.top]
+    if input_blob not in inputs:
+        raise CaffeError(f"--deploy {path}: no input blob '{input_blob}' (inputs: "
+                         f"{', '.join(inputs) or 'none'}); pick one with --input-blob")
+
+
+def check_files(args: argparse.Namespace) -> None:
+    for flag, path in [("--deploy", args.deploy), ("--weights", args.weights)] + [
+            ("image", image) for image in args.images]:
+        if not Path(path).is_file():
+            raise CaffeError(f"{flag} {path}: no such file")
+    check_deploy(args.deploy, args.input_blob)
+
+
 def run(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     from caffe_backend import caffe
+
+    check_files(args)  # before anything is loaded or written
 
     if args.gpu is not None:
         caffe.set_device(args.gpu)

@@ -82,12 +82,16 @@ def prepare_base(name: str, *, weights=None, out_dir="models/ilsvrc-nets",
     """Produce `<out_dir>/<name>-fcn.caffemodel`, downloading the ILSVRC weights
     into `out_dir` when `weights` (a path or registry name) is not a file."""
     from weights.download import download
+    from weights.registry import REGISTRY
 
     if name not in BASES:
         raise CaffeError(f"prepare-base: unknown base net {name!r}; choose from {sorted(BASES)}")
     base = BASES[name]
     out_dir, nets_dir = Path(out_dir), Path(nets_dir)
     source = weights or base.weights
+    if not Path(source).is_file() and source not in REGISTRY and "://" not in source:
+        raise CaffeError(f"prepare-base: --weights {source}: no such file (nor a registry "
+                         "name: `python -m weights list` shows those)")
     if not Path(source).is_file():
         source = download(source, out_dir, progress=progress)
     output = out_dir / base.output
