@@ -681,6 +681,19 @@ class Net:
                 chunk[name] = part
             yield chunk
 
+    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """Hand arrays to the net's MemoryData layer (pycaffe's: it must be the
+        first layer): 4-d float32 C-contiguous data and labels of the same num,
+        a multiple of the layer's batch_size. Forwards then read them batch by
+        batch, wrapping at the end."""
+        from .layer_types.data import MemoryDataLayer
+
+        first = self._steps[0].impl if self._steps else None
+        if not isinstance(first, MemoryDataLayer):
+            raise CaffeError(f"{self._source}: set_input_arrays may only be called if the "
+                             "first layer is a MemoryData layer")
+        first.set_input_arrays(data, labels)
+
     def reshape(self) -> None:
         """Propagate the input blobs' shapes through every layer (Caffe's Net::Reshape)."""
         for step in self._steps:

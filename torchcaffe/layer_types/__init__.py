@@ -5,3 +5,5 @@ from . import loss
 from . import neuron
 from . import vision
 from . import python
+from . import data
+from . import window_data
