@@ -68,7 +68,7 @@ def test_global_pooling_and_rectangular_kernels():
         ("global_pooling: true kernel_size: 2", "global_pooling"),
         ("kernel_h: 3", "kernel_h and kernel_w"),
         ("stride: 2", "kernel_size"),
-        ("pool: STOCHASTIC kernel_size: 2", "STOCHASTIC"),
+        ("pool: STOCHASTIC kernel_size: 3 pad: 1", "STOCHASTIC"),
     ],
 )
 def test_pooling_refuses_bad_parameters(params, message):

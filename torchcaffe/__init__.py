@@ -3,7 +3,7 @@
 `import torchcaffe as caffe` and use it as pycaffe: `caffe.Net`,
 `caffe.SGDSolver`, `caffe.Layer`, `caffe.TRAIN` / `caffe.TEST`,
 `caffe.set_mode_gpu()`, `caffe.NetSpec`, `caffe.layers` / `caffe.params`,
-`caffe.io`, `caffe.Classifier`, ... (`python -m torchcaffe.alias install`
+`caffe.io`, `caffe.layer_type_list()`, `caffe.Classifier`, ... (`python -m torchcaffe.alias install`
 makes a plain `import caffe` give this package). Names are imported on
 first use, so emitting prototxts never loads torch.
 """
@@ -47,6 +47,7 @@ _EXPORTS = {
     "solver_rank": "torchcaffe.parallel",
     "set_solver_rank": "torchcaffe.parallel",
     "set_multiprocess": "torchcaffe.parallel",
+    "layer_type_list": "torchcaffe.layer_types.base",
 }
 _SUBMODULES = {"proto", "coord_map", "net_spec", "io", "draw", "caffemodel"}
 

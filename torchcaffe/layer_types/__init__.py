@@ -7,3 +7,6 @@ from . import vision
 from . import python
 from . import data
 from . import window_data
+from . import structure
+from . import index
+from . import recurrent

@@ -32,6 +32,13 @@ def register(*type_names: str) -> Callable[[type], type]:
     return wrap
 
 
+def layer_type_list() -> list[str]:
+    """The registered Caffe type names, sorted, as pycaffe's
+    `caffe.layer_type_list()` (Caffe's LayerRegistry::LayerTypeList) gives
+    them; the package's import has registered every family by now."""
+    return sorted(LAYER_TYPES)
+
+
 class CaffeLayer:
     #: Caffe's loss layers: their first top gets loss_weight 1 unless set
     is_loss: bool = False

@@ -110,6 +110,26 @@ class InnerProductLayer(CaffeLayer):
 _PROD, _SUM, _MAX = 0, 1, 2  # EltwiseParameter.EltwiseOp
 
 
+class _QuotientGradProduct(torch.autograd.Function):
+    """The product of the bottoms with Caffe's `stable_prod_grad: false`
+    gradient: bottom diff = top diff * top / bottom (inf or nan where the
+    bottom is 0, as in Caffe)."""
+
+    @staticmethod
+    def forward(ctx, *bottoms):
+        out = bottoms[0] * bottoms[1]
+        for b in bottoms[2:]:
+            out = out * b
+        ctx.save_for_backward(out, *bottoms)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, *bottoms = ctx.saved_tensors
+        return tuple((out / b) * grad if need else None
+                     for b, need in zip(bottoms, ctx.needs_input_grad))
+
+
 @register("Eltwise")
 class EltwiseLayer(CaffeLayer):
     num_bottoms = None
@@ -127,6 +147,7 @@ class EltwiseLayer(CaffeLayer):
             )
         coeffs = [float(c) for c in p.coeff] or [1.0] * len(bottom_shapes)
         self.coeffs = None if all(c == 1.0 for c in coeffs) else coeffs
+        self.stable_prod_grad = p.stable_prod_grad
 
     def reshape(self, bottom_shapes):
         check_same_shapes(self, bottom_shapes)
@@ -143,6 +164,8 @@ class EltwiseLayer(CaffeLayer):
                 for b, c in zip(bottoms[1:], self.coeffs[1:]):
                     out = torch.add(out, b, alpha=c)
         elif self.operation == _PROD:
+            if not self.stable_prod_grad:
+                return [_QuotientGradProduct.apply(*bottoms)]
             # autograd's product rule is Caffe's stable_prod_grad
             out = bottoms[0] * bottoms[1]
             for b in bottoms[2:]:

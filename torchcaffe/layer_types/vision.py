@@ -1,16 +1,23 @@
-"""Caffe's spatial layers: Convolution, Deconvolution, Pooling, LRN, Crop."""
+"""Caffe's spatial layers: Convolution, Deconvolution, Im2col, Pooling, SPP,
+LRN, Crop."""
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 
 from .. import fillers
+from ..errors import LayerError
+from ..proto import caffe_pb2
 from .base import CaffeLayer, register
 from .common import canonical_axis
 
 _CONV_FNS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _DECONV_FNS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 FLT_MAX = 3.4028234663852886e38
+FLT_MIN = 1.1754943508222875e-38
+_TEST = 1
 
 
 def _spatial_values(layer: CaffeLayer, name: str, repeated, h_w: tuple | None,
@@ -43,6 +50,25 @@ def _hw_pair(layer: CaffeLayer, p, name: str, both_required: bool):
     return getattr(p, f"{name}_h"), getattr(p, f"{name}_w")
 
 
+def _window_geometry(layer: CaffeLayer, p, n: int) -> tuple[tuple[int, ...], ...]:
+    """(kernel, stride, pad, dilation) per spatial axis from a ConvolutionParameter."""
+    kernel_hw = _hw_pair(layer, p, "kernel", True)
+    if kernel_hw is None and not len(p.kernel_size):
+        raise layer.error("kernel_size (or kernel_h and kernel_w) is required")
+    kernel = _spatial_values(layer, "kernel_size", p.kernel_size, kernel_hw, n, 0)
+    stride = _spatial_values(layer, "stride", p.stride, _hw_pair(layer, p, "stride", True), n, 1)
+    pad = _spatial_values(layer, "pad", p.pad, _hw_pair(layer, p, "pad", False), n, 0)
+    dilation = _spatial_values(layer, "dilation", p.dilation, None, n, 1)
+    if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0:
+        raise layer.error(f"kernel {kernel}, stride {stride} and dilation {dilation} must be positive")
+    return kernel, stride, pad, dilation
+
+
+def _conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
+    """Convolution's output extent on one axis."""
+    return (size + 2 * p - (d * (k - 1) + 1)) // s + 1
+
+
 class _ConvolutionBase(CaffeLayer):
     """Parameters, blobs and shapes shared by Convolution and Deconvolution;
     the same weights apply to every bottom / top pair."""
@@ -64,19 +90,7 @@ class _ConvolutionBase(CaffeLayer):
         if n not in _CONV_FNS:
             raise self.error(f"supports 1 to 3 spatial axes, the bottom {list(shape)} has {n}")
         self.num_spatial = n
-        kernel_hw = _hw_pair(self, p, "kernel", True)
-        if kernel_hw is None and not len(p.kernel_size):
-            raise self.error("kernel_size (or kernel_h and kernel_w) is required")
-        self.kernel = _spatial_values(self, "kernel_size", p.kernel_size, kernel_hw, n, 0)
-        stride_hw = _hw_pair(self, p, "stride", True)
-        self.stride = _spatial_values(self, "stride", p.stride, stride_hw, n, 1)
-        pad_hw = _hw_pair(self, p, "pad", False)
-        self.pad = _spatial_values(self, "pad", p.pad, pad_hw, n, 0)
-        self.dilation = _spatial_values(self, "dilation", p.dilation, None, n, 1)
-        if min(self.kernel) <= 0 or min(self.stride) <= 0 or min(self.dilation) <= 0:
-            raise self.error(
-                f"kernel {self.kernel}, stride {self.stride} and dilation {self.dilation} must be positive"
-            )
+        self.kernel, self.stride, self.pad, self.dilation = _window_geometry(self, p, n)
         if not p.HasField("num_output") or p.num_output == 0:
             raise self.error("convolution_param.num_output must be set and positive")
         self.num_output = p.num_output
@@ -128,7 +142,7 @@ class ConvolutionLayer(_ConvolutionBase):
         return (self.num_output, self.channels // self.group) + self.kernel
 
     def spatial_out(self, size, k, s, p, d):
-        return (size + 2 * p - (d * (k - 1) + 1)) // s + 1
+        return _conv_out(size, k, s, p, d)
 
     def forward(self, bottoms):
         conv = _CONV_FNS[self.num_spatial]
@@ -191,6 +205,50 @@ class DeconvolutionLayer(_ConvolutionBase):
         return result
 
 
+@register("Im2col")
+class Im2colLayer(CaffeLayer):
+    """Caffe's column buffer as a top: for each item, C * prod(kernel) rows
+    (channel-major, then kernel offsets in row-major order) by the output
+    positions of the matching convolution."""
+
+    num_bottoms = 1
+    num_tops = 1
+
+    def setup(self, bottom_shapes, generator):
+        p = self.param.convolution_param
+        shape = bottom_shapes[0]
+        self.axis = canonical_axis(self, p.axis, len(shape))
+        n = len(shape) - self.axis - 1
+        if n not in (1, 2):
+            raise self.error(f"supports 1 or 2 spatial axes after the channel axis {self.axis}, "
+                             f"the bottom {list(shape)} has {n}")
+        self.num_spatial = n
+        self.kernel, self.stride, self.pad, self.dilation = _window_geometry(self, p, n)
+
+    def reshape(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        if len(shape) != self.axis + 1 + self.num_spatial:
+            raise self.error(f"bottom {list(shape)} no longer has {self.num_spatial} spatial axes")
+        spatial = tuple(_conv_out(*args) for args in zip(
+            shape[self.axis + 1:], self.kernel, self.stride, self.pad, self.dilation))
+        if min(spatial) <= 0:
+            raise self.error(f"input {list(shape)} is too small for kernel {self.kernel}: "
+                             f"output {list(spatial)}")
+        channels = shape[self.axis] * math.prod(self.kernel)
+        self.top_shape = shape[:self.axis] + (channels,) + spatial
+        return [self.top_shape]
+
+    def forward(self, bottoms):
+        x = bottoms[0]
+        x = x.reshape((-1,) + tuple(x.shape[self.axis:]))
+        kernel, stride, pad, dilation = self.kernel, self.stride, self.pad, self.dilation
+        if self.num_spatial == 1:  # as a 2-d image of height 1
+            x = x.unsqueeze(2)
+            kernel, stride, pad, dilation = (1,) + kernel, (1,) + stride, (0,) + pad, (1,) + dilation
+        columns = F.unfold(x, kernel, dilation=dilation, padding=pad, stride=stride)
+        return [columns.reshape(self.top_shape)]
+
+
 _MAX_POOL, _AVE_POOL, _STOCHASTIC_POOL = 0, 1, 2
 _CEIL = 0
 
@@ -201,6 +259,7 @@ class PoolingLayer(CaffeLayer):
     by default, the last window starting inside the input or its leading
     pad) and Caffe's AVE divisor (the window clipped to the padded input).
     MAX routes the gradient to the first maximum in row-major scan order.
+    STOCHASTIC (no pad) samples in TRAIN and weights by value in TEST.
     A second top (MAX only) holds the argmax mask as Caffe's flat h * W + w."""
 
     num_bottoms = 1
@@ -209,8 +268,6 @@ class PoolingLayer(CaffeLayer):
     def setup(self, bottom_shapes, generator):
         p = self.param.pooling_param
         self.method = p.pool
-        if self.method == _STOCHASTIC_POOL:
-            raise self.error("STOCHASTIC pooling is not supported")
         self.want_mask = len(self.param.top) == 2
         if self.want_mask and self.method != _MAX_POOL:
             raise self.error("a second (mask) top is produced only by MAX pooling")
@@ -227,6 +284,8 @@ class PoolingLayer(CaffeLayer):
         if p.HasField("stride_h") != p.HasField("stride_w") or (p.HasField("stride") and p.HasField("stride_h")):
             raise self.error("give stride, or stride_h and stride_w together")
         self.pad = (p.pad_h, p.pad_w) if p.HasField("pad_h") else (p.pad, p.pad)
+        if self.method == _STOCHASTIC_POOL and self.pad != (0, 0):
+            raise self.error("pad is implemented only for MAX and AVE pooling, not STOCHASTIC")
         self.stride = (p.stride_h, p.stride_w) if p.HasField("stride_h") else (p.stride, p.stride)
         if self.global_pooling:
             if self.pad != (0, 0) or self.stride != (1, 1):
@@ -273,6 +332,8 @@ class PoolingLayer(CaffeLayer):
 
     def forward(self, bottoms):
         x = bottoms[0]
+        if self.method == _STOCHASTIC_POOL:
+            return [self._forward_stochastic(x)]
         if self.native:
             if self.method == _AVE_POOL:
                 return [F.avg_pool2d(x, self.window, self.stride, self.pad, ceil_mode=self.ceil)]
@@ -308,6 +369,31 @@ class PoolingLayer(CaffeLayer):
         sums = F.avg_pool2d(padded, self.window, self.stride, divisor_override=1)[:, :, :oh, :ow]
         return [sums / self._ave_divisor(x.device)]
 
+    def _forward_stochastic(self, x: torch.Tensor) -> torch.Tensor:
+        """Caffe's stochastic pooling (its GPU kernels; there is no CPU one),
+        for non-negative inputs. TRAIN: each window yields one of its values,
+        picked with probability value / window sum (the first whose running
+        sum reaches u * sum, u uniform from the device's default generator);
+        the gradient goes to that element. TEST: sum(x^2) / sum(x) per window,
+        with no gradient (Caffe's TEST backward reads a stale sample)."""
+        n, c = x.shape[:2]
+        oh, ow = self.out_size
+        # zeros after the input make the clipped last windows whole; they
+        # change neither sum, and a pick never lands on them (they come after
+        # a real element with the same running sum)
+        trailing = [max(0, (o - 1) * s + k - size)
+                    for o, s, k, size in zip(self.out_size, self.stride, self.window, self.in_size)]
+        padded = F.pad(x, (0, trailing[1], 0, trailing[0]))
+        windows = F.unfold(padded, self.window, stride=self.stride).reshape(n, c, -1, oh * ow)
+        if self.phase == _TEST:
+            values = windows.detach()
+            weighted = (values * values).sum(dim=2) / (values.sum(dim=2) + FLT_MIN)
+            return weighted.reshape(n, c, oh, ow)
+        running = windows.detach().cumsum(dim=2)
+        threshold = torch.rand((n, c, 1, oh * ow), device=x.device, dtype=x.dtype) * running[:, :, -1:]
+        pick = (running < threshold).sum(dim=2, keepdim=True).clamp_(max=windows.shape[2] - 1)
+        return windows.gather(2, pick).reshape(n, c, oh, ow)
+
     def _ave_divisor(self, device) -> torch.Tensor:
         """Caffe's AVE window areas: each window clipped to the padded input."""
         counts = []
@@ -324,6 +410,63 @@ def _torch_pooled_size(size: int, k: int, s: int, p: int, ceil: bool) -> int:
     if ceil and (out - 1) * s >= size + p:
         out -= 1
     return out
+
+
+@register("SPP")
+class SPPLayer(CaffeLayer):
+    """Spatial pyramid pooling: level i pools the input into 2^i x 2^i bins
+    with Caffe's window (kernel = ceil(size / bins), stride = kernel, pad =
+    (kernel * bins - size + 1) // 2 on each axis); each level's output is
+    flattened and the levels are concatenated along axis 1. With
+    pyramid_height 1 the top is the single pooling output (4 axes)."""
+
+    num_bottoms = 1
+    num_tops = 1
+
+    def setup(self, bottom_shapes, generator):
+        p = self.param.spp_param
+        if p.pyramid_height < 1:
+            raise self.error("spp_param.pyramid_height must be at least 1")
+        self.pyramid_height = p.pyramid_height
+        self._levels_for: tuple | None = None
+
+    def reshape(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        if len(shape) != 4:
+            raise self.error(f"input must have 4 axes (num, channels, height, width), got {list(shape)}")
+        if self._levels_for != shape:
+            self.levels = [self._level(i, shape) for i in range(self.pyramid_height)]
+            self._levels_for = shape
+        tops = [level.reshape([shape])[0] for level in self.levels]
+        if self.pyramid_height == 1:
+            return tops
+        return [(shape[0], sum(math.prod(top[1:]) for top in tops))]
+
+    def _level(self, index: int, shape: tuple) -> PoolingLayer:
+        bins = 2 ** index
+        param = caffe_pb2.LayerParameter(name=f"{self.name}_level{index}", type="Pooling",
+                                         bottom=["bottom"], top=["top"])
+        pool = param.pooling_param
+        pool.pool = self.param.spp_param.pool
+        for axis, size in zip("hw", shape[2:]):
+            kernel = -(-size // bins)
+            setattr(pool, f"kernel_{axis}", kernel)
+            setattr(pool, f"stride_{axis}", kernel)
+            setattr(pool, f"pad_{axis}", (kernel * bins - size + 1) // 2)
+        level = PoolingLayer(param, self.phase)
+        try:
+            level.setup([shape], None)
+            level.reshape([shape])
+        except LayerError as exc:
+            raise self.error(f"pyramid level {index} ({bins}x{bins} bins of input "
+                             f"{list(shape)}): {exc}") from None
+        return level
+
+    def forward(self, bottoms):
+        pooled = [level.forward(bottoms)[0] for level in self.levels]
+        if self.pyramid_height == 1:
+            return pooled
+        return [torch.cat([p.flatten(1) for p in pooled], dim=1)]
 
 
 _ACROSS_CHANNELS = 0
