@@ -6,8 +6,11 @@
 `caffe.io`, `caffe.layer_type_list()`, `caffe.Classifier`, ... (`python -m torchcaffe.alias install`
 makes a plain `import caffe` give this package). Names are imported on
 first use, so emitting prototxts never loads torch.
+Log lines print to stderr in Caffe's glog format (see `torchcaffe.glog`).
 """
 from importlib import import_module
+
+from . import glog as _glog
 
 TRAIN = 0
 TEST = 1
@@ -48,6 +51,8 @@ _EXPORTS = {
     "set_solver_rank": "torchcaffe.parallel",
     "set_multiprocess": "torchcaffe.parallel",
     "layer_type_list": "torchcaffe.layer_types.base",
+    "init_log": "torchcaffe.glog",
+    "log": "torchcaffe.glog",
 }
 _SUBMODULES = {"proto", "coord_map", "net_spec", "io", "draw", "caffemodel"}
 
@@ -65,3 +70,6 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)
+
+
+_glog.install()
