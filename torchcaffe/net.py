@@ -822,10 +822,10 @@ class Net:
         seeds, grads = [], []
         for blob in seed_blobs:
             tensor = blob._data.tensor if blob._data is not None else None
-            if tensor is None or not tensor.requires_grad or blob._diff is None:
+            if tensor is None or not tensor.requires_grad:
                 continue
             seeds.append(tensor)
-            grads.append(blob._diff.device())
+            grads.append(blob._diff_synced().device())  # never set: zeros, as in Caffe
         seed_set = set(map(id, seed_blobs))
         kept = []
         for blob in self._blobs:
