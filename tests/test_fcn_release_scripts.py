@@ -66,7 +66,7 @@ def release(tmp_path_factory):
     to_python3(root)
     data = root / "data"
     subprocess.run([sys.executable, "-m", "data_layers.synthetic", "--out", str(data),
-                    "--train", "2", "--val", "1"], cwd=REPO, check=True, capture_output=True)
+                    "--train", "2", "--val", "2"], cwd=REPO, check=True, capture_output=True)
     val = (data / "pascal/VOC2011/ImageSets/Segmentation/seg11valid.txt").read_text()
     (data / "segvalid11.txt").write_text(val)
     return root
@@ -104,6 +104,7 @@ def test_solve_py_trains_and_scores(release):
     folder = release / "voc-fcn32s"
     small_caffemodel(release / "ilsvrc-nets" / "vgg16-fcn.caffemodel", "conv1_1",
                      [(64, 3, 3, 3), (64,)], seed=0)
+    (folder / "snapshot").mkdir(exist_ok=True)  # Caffe, too, wants it to exist
     result = run(release, [str(HARNESS), "--budget", "2", "solve.py"], folder)
     out = result.stdout
     assert "harness: stopped after the 2-iteration budget" in out
