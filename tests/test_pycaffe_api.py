@@ -247,3 +247,16 @@ def test_top_level_names_as_pycaffe():
     for name in ("io", "draw", "Classifier", "Detector", "layer_type_list", "init_log", "log"):
         assert hasattr(caffe, name), name
     assert not hasattr(caffe, "no_such_name")
+
+
+def test_set_random_seed_makes_fillers_reproducible():
+    text = INPUT + ('layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+                    'inner_product_param { num_output: 4 weight_filler { type: "gaussian" } } }\n')
+
+    def weights(seed):
+        caffe.set_random_seed(seed)
+        return caffe.Net(parse_net_text(text), phase=caffe.TEST).params["fc"][0].data.copy()
+
+    first, again, other = weights(5), weights(5), weights(6)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other) and first.std() > 0.5
