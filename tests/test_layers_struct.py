@@ -62,6 +62,7 @@ def test_embed_sums_the_gradient_of_repeated_indices():
     net.blobs["y"].diff[...] = [[1, 10], [2, 20], [3, 30], [4, 40]]
     net.backward()
     np.testing.assert_array_equal(net.params["emb"][0].diff, [[2, 20], [0, 0], [8, 80]])
+    np.testing.assert_array_equal(net.blobs["idx"].diff, 0)  # indices take no gradient
 
 
 @pytest.mark.parametrize("params, message", [("num_output: 2", "input_dim"),
