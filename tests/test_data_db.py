@@ -331,3 +331,24 @@ def test_missing_backend_package_is_named(tmp_path, monkeypatch):
     (tmp_path / "db").mkdir()
     with pytest.raises(CaffeError, match="leveldb backend needs the Python package 'plyvel'"):
         data_net(tmp_path / "db", 1, backend="LEVELDB")
+
+
+def test_tools_run_as_modules(tmp_path):
+    import subprocess
+    import sys
+
+    entries = write_images(tmp_path / "images", [(6, 7)] * 2)
+    listing = write_list(tmp_path / "list.txt", entries)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True)
+
+    made = run("torchcaffe.tools.convert_imageset", f"{tmp_path / 'images'}/", str(listing),
+               str(tmp_path / "db"), "--backend", "leveldb")
+    assert made.returncode == 0, made.stderr
+    mean = run("torchcaffe.tools.compute_image_mean", "--backend", "leveldb", str(tmp_path / "db"),
+               str(tmp_path / "mean.binaryproto"))
+    assert mean.returncode == 0 and "mean_value channel [2]" in mean.stderr, mean.stderr
+    assert read_mean_file(tmp_path / "mean.binaryproto").shape == (3, 6, 7)
+    missing = run("torchcaffe.tools.compute_image_mean", str(tmp_path / "nowhere"))
+    assert missing.returncode == 1 and "nowhere: no such folder" in missing.stderr

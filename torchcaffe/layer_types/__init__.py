@@ -5,8 +5,8 @@ from . import loss
 from . import neuron
 from . import vision
 from . import python
-from . import data
-from . import window_data
 from . import structure
 from . import index
 from . import recurrent
+from . import data
+from . import window_data

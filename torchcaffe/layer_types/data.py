@@ -266,17 +266,22 @@ class _DBBatches(_Batches):
         return datum_pixels(datum, where, self.color), float(datum.label), where
 
 
-class _PrefetchingLayer(DataLayer):
-    """A data layer whose batches come from a `_Batches` on a prefetch thread."""
+class PrefetchingLayer(DataLayer):
+    """A data layer whose batches are made on a prefetch thread, as many
+    ahead as data_param.prefetch says (Caffe's prefetching layers all read
+    that field; default 4)."""
 
     num_tops = (1, 2)
 
-    def start(self, batches: _Batches, depth: int, first_pixels_shape, where: str) -> None:
-        batch_size = batches.batch_size
-        self.top_shapes = [(batch_size,) + batches.transformer.output_shape(first_pixels_shape, where)]
-        if batches.with_labels:
-            self.top_shapes.append((batch_size,))
-        self.prefetcher = Prefetcher(batches.next_batch, depth, self.name)
+    def start(self, make_batch, top_shapes: list[tuple[int, ...]]) -> None:
+        self.top_shapes = top_shapes
+        self.prefetcher = Prefetcher(make_batch, self.param.data_param.prefetch, self.name)
+
+    def start_images(self, batches: _Batches, first_pixels_shape, where: str) -> None:
+        """Start with tops shaped by the first image, as Caffe's setup does."""
+        size = batches.batch_size
+        shapes = [(size,) + batches.transformer.output_shape(first_pixels_shape, where)]
+        self.start(batches.next_batch, shapes + [(size,)] * batches.with_labels)
 
     def forward(self, bottoms):
         with self.naming_errors():
@@ -289,7 +294,7 @@ class _PrefetchingLayer(DataLayer):
 
 
 @register("Data")
-class DBDataLayer(_PrefetchingLayer):
+class DBDataLayer(PrefetchingLayer):
     """Datums from an LMDB or LevelDB, in key order, wrapping at the end."""
 
     def setup(self, bottom_shapes, generator):
@@ -308,7 +313,7 @@ class DBDataLayer(_PrefetchingLayer):
         if skip:
             log.info("layer '%s': skipping the first %d records", self.name, skip)
         batches = _DBBatches(reader, skip, color, transformer, batch_size, len(self.param.top) == 2)
-        self.start(batches, p.prefetch, first.shape, where)
+        self.start_images(batches, first.shape, where)
 
 
 # ---------------------------------------------------------------- ImageData
@@ -344,7 +349,7 @@ class _ImageListBatches(_Batches):
 
 
 @register("ImageData")
-class ImageDataLayer(_PrefetchingLayer):
+class ImageDataLayer(PrefetchingLayer):
     """Images named in a list file ('path label' per line), read as OpenCV
     would, optionally resized (INTER_LINEAR), then transformed."""
 
@@ -374,8 +379,7 @@ class ImageDataLayer(_PrefetchingLayer):
                                     transformer, batch_size, True)
         with self.naming_errors():
             first = batches.read(start)
-        # Caffe's prefetching layers all read the depth from data_param (default 4)
-        self.start(batches, self.param.data_param.prefetch, first.shape, f"image {entries[start][0]}")
+        self.start_images(batches, first.shape, f"image {entries[start][0]}")
 
 
 # ---------------------------------------------------------------- HDF5Data

@@ -30,9 +30,8 @@ import numpy as np
 from .. import image_io
 from ..datum import read_mean_file
 from ..errors import CaffeError, LayerError
-from ..prefetch import Prefetcher
 from .base import register
-from .data import DataLayer, layer_rng
+from .data import PrefetchingLayer, layer_rng
 
 
 def _round(value: float) -> int:
@@ -187,7 +186,7 @@ class _WindowBatches:
 
 
 @register("WindowData")
-class WindowDataLayer(DataLayer):
+class WindowDataLayer(PrefetchingLayer):
     num_tops = 2
 
     def setup(self, bottom_shapes, generator):
@@ -231,9 +230,4 @@ class WindowDataLayer(DataLayer):
         batches = _WindowBatches(images, fg, bg, batch_size, p.fg_fraction, crop_size,
                                  p.context_pad, p.crop_mode == "square", t.mirror, p.scale,
                                  mean, mean_values, cache, layer_rng(generator), error)
-        self.top_shapes = [(batch_size, channels, crop_size, crop_size), (batch_size,)]
-        self.prefetcher = Prefetcher(batches.next_batch, self.param.data_param.prefetch, self.name)
-
-    def forward(self, bottoms):
-        with self.naming_errors():
-            return self.emit(self.prefetcher.next())
+        self.start(batches.next_batch, [(batch_size, channels, crop_size, crop_size), (batch_size,)])
