@@ -188,3 +188,37 @@ def test_snapshot_resumes_and_iterations_sets_the_end(tmp_path, monkeypatch, cap
     assert "Resuming from snap/tiny_iter_4.solverstate" in err
     assert re.findall(r"\] Iteration (\d+) \(", err) == ["4"]  # display 2: only 4 is run
     assert snapshot_iters(tmp_path) == [4, 6]
+
+
+def test_action_requests_are_checked_after_each_update_and_before_test_batches(
+        tmp_path, monkeypatch, caplog):
+    import logging
+
+    import torchcaffe
+    from torchcaffe.solver import SolverAction
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    write_tiny(tmp_path, max_iter=100, display=0,
+               extra="test_iter: 3\ntest_interval: 7\ntest_initialization: false\n")
+    solver = torchcaffe.get_solver("solver.prototxt")
+    asked = []
+
+    def requests():
+        asked.append(solver.iter)
+        # snapshot after update 3; stop while the test at iteration 7 runs
+        if solver.iter == 3 and asked.count(3) == 1:
+            return SolverAction.SNAPSHOT
+        if solver.iter == 7 and asked.count(7) == 3:  # before the test's 2nd batch
+            return SolverAction.STOP
+        return SolverAction.NONE
+
+    solver.set_action_function(requests)
+    with caplog.at_level(logging.INFO, logger="torchcaffe.solver"):
+        solver.solve()
+    # once per update (iter 1..7), then once per pending request before each test batch
+    assert asked == [1, 2, 3, 4, 5, 6, 7, 7, 7, 7]
+    assert snapshot_iters(tmp_path) == [3, 7]  # the request's, and the final one
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.index("Test interrupted.") < messages.index("Optimization stopped early.")
+    assert "Optimization Done." not in messages
