@@ -87,3 +87,12 @@ def test_uninstall_leaves_a_foreign_caffe_alone(tmp_path, fake_pycaffe):
     with pytest.raises(SystemExit, match="not the torchcaffe alias"):
         alias.install(fake_pycaffe)
     assert (fake_pycaffe / "caffe" / "__init__.py").read_text() == "WHO = 'bvlc'\n"
+
+
+def test_the_backend_switch_does_not_take_the_alias_for_pycaffe(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    alias.install(site)
+    monkeypatch.setenv("FCN_CAFFE", "pycaffe")
+    result = python("import caffe_backend", site)
+    assert result.returncode != 0 and "gives torchcaffe through the alias" in result.stderr

@@ -113,14 +113,15 @@ def activate_from_shim(shim_file: str) -> None:
 
 def describe() -> tuple[str, str]:
     """(kind, sentence): which Caffe `import caffe` gives, found without importing it."""
-    spec = importlib.util.find_spec("caffe") if "caffe" not in sys.modules else None
-    if spec is None and "caffe" in sys.modules:
-        module = sys.modules["caffe"]
+    loaded = sys.modules.get("caffe")
+    if loaded is not None:
         import torchcaffe
 
-        if module is torchcaffe:
-            return "torchcaffe", f"import caffe gives torchcaffe ({Path(torchcaffe.__file__).parent}), activated in this process"
-        return "pycaffe", f"import caffe gives a real pycaffe at {getattr(module, '__file__', '?')}"
+        if loaded is torchcaffe:
+            return "torchcaffe", (f"import caffe gives torchcaffe ({Path(torchcaffe.__file__).parent}),"
+                                  " activated in this process")
+        return "pycaffe", f"import caffe gives a real pycaffe at {getattr(loaded, '__file__', '?')}"
+    spec = importlib.util.find_spec("caffe")
     if spec is None:
         return "none", ("import caffe fails: no caffe is installed. `python -m torchcaffe.alias "
                         "install` makes it give torchcaffe.")
