@@ -260,3 +260,21 @@ def test_set_random_seed_makes_fillers_reproducible():
     first, again, other = weights(5), weights(5), weights(6)
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other) and first.std() > 0.5
+
+
+def test_in_place_layer_on_a_held_input_blob_still_backpropagates():
+    # data (held by the user) -> Scale x2 in place -> fc (ones) -> loss
+    net = caffe.Net(parse_net_text(
+        "force_backward: true\n" + INPUT +
+        'layer { name: "sc" type: "Scale" bottom: "data" top: "data" '
+        'scale_param { filler { type: "constant" value: 2 } } }\n'
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+        'inner_product_param { num_output: 2 weight_filler { type: "constant" value: 1 } } }\n'
+        'layer { name: "l" type: "Flatten" bottom: "fc" top: "l" loss_weight: 1 }\n'),
+        phase=caffe.TRAIN)
+    net.blobs["data"].data[...] = X
+    net.forward()
+    np.testing.assert_allclose(net.blobs["fc"].data, np.tile(2 * X.sum(1, keepdims=True), 2))
+    grads = net.backward()
+    np.testing.assert_allclose(grads["data"], np.full_like(X, 4))      # 2 outputs x scale 2
+    np.testing.assert_allclose(net.params["sc"][0].diff, 2 * X.sum(0))  # 2 outputs x sum of x

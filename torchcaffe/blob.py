@@ -190,13 +190,15 @@ class Blob:
         else:
             self._data.replace(tensor)
 
-    def _set_output(self, tensor: torch.Tensor) -> torch.Tensor:
+    def _set_output(self, tensor: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
         """A layer's final output for this blob, copied into the memory of the
         `.data` array someone holds (the copy joins the autograd graph), else
-        taken as it is. Returns the tensor the blob now holds."""
+        taken as it is. Never over the layer's `inputs`, which autograd may
+        have saved (an in-place layer's bottom). Returns what the blob holds."""
         held = self._held_data
         if held is not None and held.shape == tensor.shape and held.device == tensor.device \
-                and held.data_ptr() != tensor.data_ptr():
+                and held.data_ptr() != tensor.data_ptr() \
+                and all(held.data_ptr() != t.data_ptr() for t in inputs):
             buffer = held.detach()  # a fresh alias, so `held` never holds a graph
             buffer.copy_(tensor)
             tensor = buffer

@@ -773,7 +773,7 @@ class Net:
                     if step.is_split and blob._want_diff and record:
                         tensor = tensor.view_as(tensor)  # its own node, for its own grad
                     if step.tops_final:
-                        tensor = blob._set_output(tensor)
+                        tensor = blob._set_output(tensor, bottoms)
                     else:
                         blob._set_tensor(tensor)
                     if first:
