@@ -9,11 +9,13 @@ is mutable access), so the next use on the device copies host -> device once.
 Solvers use `data_tensor` / `diff_tensor`, which hand out the device tensors
 without a round trip through numpy.
 
-A net hands each layer's output tensor to its top blob. Once someone has
-taken a blob's `.data` (or `.diff`), the blob keeps that buffer: later
-outputs of the same shape are copied into it, so an array held across a
-forward or backward is the live buffer, as in pycaffe; blobs nobody looked
-at cost no copy. `reshape` keeps the values when the new shape fits in the
+A net hands each layer's output tensor to its top blob. Once someone takes
+a net blob's `.data` (or `.diff`), the blob keeps that memory as its buffer
+(an output that is a view into other memory, such as a bottom or a user's
+array, is first copied into a buffer of the blob's own, in the autograd
+graph), and later outputs of the same shape are copied into it, so an array
+held across a forward or backward is the live buffer, as in pycaffe; blobs
+nobody looked at cost no copy. `reshape` keeps the values when the new shape fits in the
 memory the blob already has (Caffe's capacity), else the new memory is zero.
 """
 from __future__ import annotations
@@ -83,6 +85,12 @@ def _resized(tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | Non
     return tensor.new_empty(0).set_(storage, tensor.storage_offset(), shape)
 
 
+def _standalone(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` is all of its storage (not a view into other memory)."""
+    return tensor._base is None and tensor.storage_offset() == 0 and \
+        tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+
+
 def _zeros(shape, device: torch.device) -> torch.Tensor:
     return torch.zeros(shape, dtype=torch.float32, device=device)
 
@@ -99,7 +107,9 @@ class Blob:
         # someone asks for it (see Net); these flags drive that
         self._want_diff = False
         self._diff_missing = False
-        # the CPU memory of the numpy arrays handed out (see the module doc)
+        # a net's blob keeps the CPU memory of the arrays it hands out (see
+        # the module doc); Python layers' and standalone blobs do not
+        self._live = False
         self._held_data: torch.Tensor | None = None
         self._held_diff: torch.Tensor | None = None
 
@@ -107,8 +117,21 @@ class Blob:
     @property
     def data(self) -> np.ndarray:
         synced = self._data_synced()
-        if synced.tensor.device.type == "cpu":
-            self._held_data = synced.tensor.detach()
+        tensor = synced.tensor
+        held = self._held_data
+        if self._live and tensor.device.type == "cpu" and not (
+                held is not None and held.data_ptr() == tensor.data_ptr()
+                and held.shape == tensor.shape):
+            if _standalone(tensor):
+                buffer = tensor  # memory of its own (a layer's top, or ours)
+            else:
+                # a view into other memory (a bottom, a user's array): copy it
+                # into a buffer of the blob's own, in the autograd graph
+                buffer = torch.empty(tensor.shape, dtype=tensor.dtype)
+                with torch.set_grad_enabled(tensor.requires_grad):
+                    buffer.copy_(tensor)
+                synced.replace(buffer)
+            self._held_data = buffer.detach()
         return synced.host()
 
     @property
@@ -120,7 +143,7 @@ class Blob:
                         "solver's, keeps only the diffs read before, to save memory); it is "
                         "kept from the next forward on")
         synced = self._diff_synced()
-        if synced.tensor.device.type == "cpu":
+        if self._live and synced.tensor.device.type == "cpu":
             self._held_diff = synced.tensor.detach()
         return synced.host()
 

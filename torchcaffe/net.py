@@ -496,6 +496,7 @@ class Net:
         for blob, count in zip(blobs, writers):
             blob._grad_src = None
             blob._in_place = count > 1
+            blob._live = True
         for step in steps:
             self._bind_params(step)
 
