@@ -23,5 +23,9 @@ except ImportError as exc:  # only pycaffe can be missing
         "(its python/ folder on PYTHONPATH) or unset FCN_CAFFE"
     ) from exc
 
+if name == "pycaffe" and caffe.__name__ == "torchcaffe":
+    raise CaffeError("FCN_CAFFE=pycaffe, but `import caffe` gives torchcaffe through the alias "
+                     "(python -m torchcaffe.alias status); uninstall it to use BVLC's pycaffe")
+
 # pycaffe keeps crop() in a submodule: `from caffe_backend import coord_map`
 coord_map = importlib.import_module(f"{BACKENDS[name]}.coord_map")

@@ -106,3 +106,41 @@ def test_legacy_h_w_fields_are_refused():
     n.conv = L.Convolution(data, num_output=1, kernel_h=3, kernel_w=3)
     with pytest.raises(CaffeError, match="kernel_h"):
         crop(data, n.conv)
+
+
+def test_maps_answer_as_pycaffe_numpy_scales_and_shifts():
+    import numpy as np
+
+    from torchcaffe import coord_map as cm
+
+    n = NetSpec()
+    data = image(n)
+    n.conv = L.Convolution(data, num_output=1, kernel_size=3, stride=2, pad=[0, 1])
+    # out = in * a + b: a = 1/2; b = (pad - 1) / 2 per axis
+    axis, a, b = cm.coord_map(n.conv.fn)
+    assert axis == 1 and isinstance(a, np.ndarray)
+    np.testing.assert_array_equal(a, [0.5, 0.5])
+    np.testing.assert_array_equal(b, [-0.5, 0.0])
+    assert cm.coord_map(L.ReLU(n.conv).fn) == (None, 1, 0)
+    back = cm.compose(cm.coord_map(n.conv.fn), cm.inverse(cm.coord_map(n.conv.fn)))
+    np.testing.assert_array_equal(back[1], [1, 1])
+    np.testing.assert_array_equal(back[2], [0, 0])
+    axis, stride, extent, pad = cm.conv_params(n.conv.fn)
+    np.testing.assert_array_equal(extent, [3, 3])  # per axis, like the pad
+    np.testing.assert_array_equal(pad, [0, 1])
+    n.crop = L.Crop(n.conv, data, axis=2, offset=[4])
+    assert cm.crop_params(n.crop.fn)[0] == 2
+    np.testing.assert_array_equal(cm.crop_params(n.crop.fn)[1], [4])
+
+
+def test_unconnected_is_a_runtime_error_and_bad_crops_assertion_errors():
+    from torchcaffe import coord_map as cm
+
+    n = NetSpec()
+    data = image(n)
+    n.fc = L.InnerProduct(data, num_output=2)
+    with pytest.raises(RuntimeError, match="share no ancestor"):
+        cm.coord_map_from_to(n.fc, data)
+    n.pool = L.Pooling(data, pool=P.Pooling.MAX, kernel_size=3, stride=3)
+    with pytest.raises(AssertionError, match="different scales"):
+        crop(n.pool, data)

@@ -127,3 +127,26 @@ def test_imports_without_torch():
     code = ("import sys, torchcaffe.net_spec, torchcaffe.coord_map; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_top_less_layer_assigned_to_netspec_is_named_by_it():
+    n = NetSpec()
+    n.data, n.data2 = L.DummyData(shape=dict(dim=[3]), ntop=2)
+    n.silence_data = L.Silence(n.data, n.data2, ntop=0)
+    layer = n.to_proto().layer[-1]
+    assert (layer.name, layer.type, list(layer.bottom), list(layer.top)) == \
+        ("silence_data", "Silence", ["data", "data2"], [])
+
+
+def test_non_top_input_is_a_type_error_in_pycaffes_words():
+    tops = L.DummyData(ntop=2)
+    with pytest.raises(TypeError, match=r"^Silence input 0 is not a Top \(type is <class 'tuple'>\)$"):
+        L.Silence(tops, ntop=0)
+
+
+def test_param_name_dict_maps_message_names_to_field_names():
+    from torchcaffe.net_spec import param_name_dict
+
+    names = param_name_dict()
+    assert names["Convolution"] == "convolution" and names["Pooling"] == "pooling"
+    assert names["InnerProduct"] == "inner_product" and names["Python"] == "python"

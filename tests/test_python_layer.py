@@ -95,7 +95,7 @@ def test_python_layer_forward_and_backward_in_a_net(layer_module):
 
 def test_param_str_and_phase_reach_the_instance(layer_module):
     for phase in (caffe.TRAIN, caffe.TEST):
-        instance = square_net(layer_module, phase).layer_dict["sq"].impl.instance
+        instance = square_net(layer_module, phase).layer_dict["sq"]
         assert instance.param_str == "{'scale': 0.5}"
         assert instance.scale == 0.5
         assert instance.seen_phase == phase == instance.phase
@@ -128,7 +128,7 @@ def test_module_found_through_entry_point(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
     net = square_net("alias_layers_for_test")
-    assert type(net.layer_dict["sq"].impl.instance).__module__ == "realpkg_for_test.impl"
+    assert type(net.layer_dict["sq"]).__module__ == "realpkg_for_test.impl"
 
 
 def test_missing_module_names_layer_module_and_class():

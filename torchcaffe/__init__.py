@@ -3,8 +3,9 @@
 `import torchcaffe as caffe` and use it as pycaffe: `caffe.Net`,
 `caffe.SGDSolver`, `caffe.Layer`, `caffe.TRAIN` / `caffe.TEST`,
 `caffe.set_mode_gpu()`, `caffe.NetSpec`, `caffe.layers` / `caffe.params`,
-`caffe.layer_type_list()`.
-Names are imported on first use, so emitting prototxts never loads torch.
+`caffe.io`, `caffe.layer_type_list()`, `caffe.Classifier`, ... (`python -m torchcaffe.alias install`
+makes a plain `import caffe` give this package). Names are imported on
+first use, so emitting prototxts never loads torch.
 Log lines print to stderr in Caffe's glog format (see `torchcaffe.glog`).
 """
 from importlib import import_module
@@ -13,6 +14,9 @@ from . import glog as _glog
 
 TRAIN = 0
 TEST = 1
+
+#: the BVLC Caffe release whose semantics and pycaffe API torchcaffe follows
+__version__ = "1.0.0"
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -36,11 +40,21 @@ _EXPORTS = {
     "layers": "torchcaffe.net_spec",
     "params": "torchcaffe.net_spec",
     "to_proto": "torchcaffe.net_spec",
+    "Classifier": "torchcaffe.classifier",
+    "Detector": "torchcaffe.detector",
+    "Timer": "torchcaffe.timer",
+    "has_nccl": "torchcaffe.parallel",
+    "NCCL": "torchcaffe.parallel",
+    "solver_count": "torchcaffe.parallel",
+    "set_solver_count": "torchcaffe.parallel",
+    "solver_rank": "torchcaffe.parallel",
+    "set_solver_rank": "torchcaffe.parallel",
+    "set_multiprocess": "torchcaffe.parallel",
     "layer_type_list": "torchcaffe.layer_types.base",
     "init_log": "torchcaffe.glog",
     "log": "torchcaffe.glog",
 }
-_SUBMODULES = {"proto", "coord_map", "net_spec", "io", "caffemodel"}
+_SUBMODULES = {"proto", "coord_map", "net_spec", "io", "draw", "caffemodel"}
 
 
 def __getattr__(name):

@@ -9,10 +9,14 @@ is mutable access), so the next use on the device copies host -> device once.
 Solvers use `data_tensor` / `diff_tensor`, which hand out the device tensors
 without a round trip through numpy.
 
-A net replaces a blob's tensor at each forward rather than writing into a
-fixed buffer; a numpy array taken before a forward therefore keeps the old
-values (as a copy would). Input blobs keep their tensor across forwards, so
-`net.blobs['data'].data[...] = x` reaches the next forward.
+A net hands each layer's output tensor to its top blob. Once someone takes
+a net blob's `.data` (or `.diff`), the blob keeps that memory as its buffer
+(an output that is a view into other memory, such as a bottom or a user's
+array, is first copied into a buffer of the blob's own, in the autograd
+graph), and later outputs of the same shape are copied into it, so an array
+held across a forward or backward is the live buffer, as in pycaffe; blobs
+nobody looked at cost no copy. `reshape` keeps the values when the new shape fits in the
+memory the blob already has (Caffe's capacity), else the new memory is zero.
 """
 from __future__ import annotations
 
@@ -70,6 +74,23 @@ class SyncedTensor:
         self._head = _DEVICE
 
 
+def _resized(tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """`tensor`'s memory viewed in `shape` when it is large enough (Caffe keeps
+    a blob's memory and values when a reshape fits its capacity), else None."""
+    count = int(np.prod(shape, dtype=np.int64))
+    storage = tensor.untyped_storage()
+    if count * tensor.element_size() > storage.nbytes() - tensor.storage_offset() * \
+            tensor.element_size():
+        return None
+    return tensor.new_empty(0).set_(storage, tensor.storage_offset(), shape)
+
+
+def _standalone(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` is all of its storage (not a view into other memory)."""
+    return tensor._base is None and tensor.storage_offset() == 0 and \
+        tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+
+
 def _zeros(shape, device: torch.device) -> torch.Tensor:
     return torch.zeros(shape, dtype=torch.float32, device=device)
 
@@ -86,11 +107,32 @@ class Blob:
         # someone asks for it (see Net); these flags drive that
         self._want_diff = False
         self._diff_missing = False
+        # a net's blob keeps the CPU memory of the arrays it hands out (see
+        # the module doc); Python layers' and standalone blobs do not
+        self._live = False
+        self._held_data: torch.Tensor | None = None
+        self._held_diff: torch.Tensor | None = None
 
     # ------------------------------------------------------------ pycaffe API
     @property
     def data(self) -> np.ndarray:
-        return self._data_synced().host()
+        synced = self._data_synced()
+        tensor = synced.tensor
+        held = self._held_data
+        if self._live and tensor.device.type == "cpu" and not (
+                held is not None and held.data_ptr() == tensor.data_ptr()
+                and held.shape == tensor.shape):
+            if _standalone(tensor):
+                buffer = tensor  # memory of its own (a layer's top, or ours)
+            else:
+                # a view into other memory (a bottom, a user's array): copy it
+                # into a buffer of the blob's own, in the autograd graph
+                buffer = torch.empty(tensor.shape, dtype=tensor.dtype)
+                with torch.set_grad_enabled(tensor.requires_grad):
+                    buffer.copy_(tensor)
+                synced.replace(buffer)
+            self._held_data = buffer.detach()
+        return synced.host()
 
     @property
     def diff(self) -> np.ndarray:
@@ -100,7 +142,10 @@ class Blob:
             log.warning("blob diff was not kept by the last backward (this net, like a "
                         "solver's, keeps only the diffs read before, to save memory); it is "
                         "kept from the next forward on")
-        return self._diff_synced().host()
+        synced = self._diff_synced()
+        if self._live and synced.tensor.device.type == "cpu":
+            self._held_diff = synced.tensor.detach()
+        return synced.host()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -124,17 +169,14 @@ class Blob:
     width = property(lambda self: self._legacy_dim(3))
 
     def reshape(self, *shape) -> None:
-        """Change the shape; new memory is zero (values are not kept across shapes)."""
+        """Change the shape. As Caffe's Blob::Reshape: values stay when the new
+        count fits the memory the blob has; memory newly allocated is zero."""
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         shape = tuple(int(d) for d in shape)
         if any(d < 0 for d in shape):
             raise CaffeError(f"Blob.reshape: negative dimension in {list(shape)}")
-        if shape == self.shape:
-            return
-        self._shape = shape
-        self._data = None
-        self._diff = None
+        self._set_shape(shape)
 
     @property
     def data_tensor(self) -> torch.Tensor:
@@ -171,13 +213,44 @@ class Blob:
         else:
             self._data.replace(tensor)
 
+    def _set_output(self, tensor: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """A layer's final output for this blob, copied into the memory of the
+        `.data` array someone holds (the copy joins the autograd graph), else
+        taken as it is. Never over the layer's `inputs`, which autograd may
+        have saved (an in-place layer's bottom). Returns what the blob holds."""
+        held = self._held_data
+        if held is not None and held.shape == tensor.shape and held.device == tensor.device \
+                and held.data_ptr() != tensor.data_ptr() \
+                and all(held.data_ptr() != t.data_ptr() for t in inputs):
+            buffer = held.detach()  # a fresh alias, so `held` never holds a graph
+            buffer.copy_(tensor)
+            tensor = buffer
+        self._set_tensor(tensor)
+        return tensor
+
+    def _set_diff(self, tensor: torch.Tensor) -> None:
+        """A computed diff, copied into the memory of a held `.diff` array."""
+        held = self._held_diff
+        if held is not None and held.shape == tensor.shape and held.device == tensor.device:
+            if held.data_ptr() != tensor.data_ptr():
+                with torch.no_grad():
+                    held.copy_(tensor)
+            tensor = held
+        self._diff = SyncedTensor(tensor)
+
     def _set_shape(self, shape) -> None:
-        """The net's reshape: drop memory of another shape, allocate lazily."""
+        """Reshape as Caffe does: keep the memory (and values) while the new
+        count fits it, else allocate anew, lazily and zeroed."""
         shape = tuple(int(d) for d in shape)
-        if shape != self.shape:
-            self._shape = shape
-            self._data = None
-            self._diff = None
+        if shape == self.shape:
+            return
+        self._shape = shape
+        for field in ("_data", "_diff"):
+            synced = getattr(self, field)
+            if synced is None:
+                continue
+            view = _resized(synced.device().detach(), shape)
+            setattr(self, field, None if view is None else SyncedTensor(view))
 
     def _to(self, device: torch.device) -> None:
         self._device = device
@@ -197,6 +270,9 @@ class ParamBlob(Blob):
         # host write through either blob reaches both
         self._data = synced if synced is not None else SyncedTensor(leaf)
         self.leaf = leaf
+        # someone holds `.diff`: clearing zeroes the gradient in place (autograd
+        # then adds into it) instead of dropping it, so the held array stays live
+        self._diff_kept = False
 
     def reshape(self, *shape) -> None:
         if tuple(int(d) for d in (shape[0] if len(shape) == 1 and isinstance(
@@ -206,6 +282,7 @@ class ParamBlob(Blob):
 
     @property
     def diff(self) -> np.ndarray:
+        self._diff_kept = True
         return self._diff_synced().host()
 
     def _diff_synced(self) -> SyncedTensor:
@@ -220,13 +297,14 @@ class ParamBlob(Blob):
         return self._diff
 
     def _clear_diff(self) -> None:
-        """Zero the diff; a gradient-tracked one is dropped so autograd stores
-        the next gradient without adding to zeros."""
-        if self.leaf.requires_grad:
+        """Zero the diff; a gradient-tracked one nobody holds is dropped so
+        autograd stores the next gradient without adding to zeros."""
+        tracked = self.leaf.requires_grad
+        if tracked and not (self._diff_kept and self.leaf.grad is not None):
             self.leaf.grad = None
             self._diff = None
-        elif self._diff is not None:
-            self._diff.device_for_write().zero_()
+        elif tracked or self._diff is not None:
+            self._diff_synced().device_for_write().zero_()
 
     def _set_leaf(self, leaf: torch.Tensor, synced: SyncedTensor | None = None) -> None:
         self.leaf = leaf

@@ -14,8 +14,14 @@ pycaffe's coord_map:
 Maps compose along a path (scales multiply, shifts add after scaling). To
 crop top A to top B, both are walked back to a common ancestor; the map from
 A to B must then be a pure integer translation (a == 1, b <= 0, b integral)
-and the Crop offset is -b. Arithmetic is exact (fractions), so the offsets do
-not depend on float rounding.
+and the Crop offset is -b. `crop` computes with exact fractions, so offsets
+do not depend on float rounding.
+
+The public functions answer as pycaffe's do: a map is `(axis, a, b)` with
+numpy float arrays (one value per spatial axis), the identity is
+`(None, 1, 0)`; maps between unconnected tops raise RuntimeError and crops
+that cannot be made raise AssertionError (both also CaffeError, with the
+layers named).
 """
 from __future__ import annotations
 
@@ -23,11 +29,14 @@ from collections import deque
 from fractions import Fraction
 from typing import NamedTuple
 
+import numpy as np
+
 from .errors import CaffeError
 from .net_spec import Function, Top, layers
 
-__all__ = ["CoordMap", "coord_map", "compose", "inverse", "coord_map_from_to", "crop",
-           "UndefinedMapException", "AxisMismatchException"]
+__all__ = ["conv_params", "crop_params", "coord_map", "compose", "inverse",
+           "coord_map_from_to", "crop", "UndefinedMapException", "AxisMismatchException",
+           "UnconnectedTopsError", "CropError"]
 
 # Layers that leave spatial coordinates unchanged (the channel-wise Concat is
 # handled separately: only a concat over channels keeps coordinates).
@@ -46,6 +55,15 @@ class UndefinedMapException(CaffeError):
 
 class AxisMismatchException(CaffeError):
     """Two maps that act on different axes cannot be composed."""
+
+
+class UnconnectedTopsError(CaffeError, RuntimeError):
+    """No common ancestor through spatial layers (pycaffe raises RuntimeError)."""
+
+
+class CropError(CaffeError, AssertionError):
+    """A crop that is not a pure non-negative integer translation (pycaffe
+    asserts these)."""
 
 
 class CoordMap(NamedTuple):
@@ -107,7 +125,24 @@ def _window_params(fn: Function):
     return params.get("axis", 1), stride, extent, pad
 
 
-def coord_map(fn: Function) -> CoordMap:
+def conv_params(fn: Function):
+    """pycaffe's conv_params: (axis, stride, kernel extent, pad) of a
+    convolution-like layer, the last three as numpy arrays."""
+    axis, stride, extent, pad = _window_params(fn)
+    return axis, _floats(stride), _floats(extent), _floats(pad)
+
+
+def crop_params(fn: Function):
+    """pycaffe's crop_params: (axis, offset array) of a Crop layer, with defaults."""
+    params = fn.params.get("crop_param", fn.params)
+    return params.get("axis", 2), _floats(_values(params.get("offset", 0), fn, "offset"))
+
+
+def _floats(values) -> np.ndarray:
+    return np.array([float(v) for v in values], ndmin=1)
+
+
+def _exact_map(fn: Function) -> CoordMap:
     """The coordinate map of one layer, from its bottoms to its tops."""
     kind = fn.type_name
     if kind in ("Convolution", "Pooling", "Im2col"):
@@ -131,7 +166,7 @@ def coord_map(fn: Function) -> CoordMap:
     raise UndefinedMapException(f"{describe(fn)} has no coordinate map")
 
 
-def compose(base: CoordMap, following: CoordMap) -> CoordMap:
+def _compose(base: CoordMap, following: CoordMap) -> CoordMap:
     """`base` followed by `following` (walking towards the inputs): scales
     multiply and the further shift is scaled by the base scale."""
     if base.axis is None:
@@ -147,7 +182,7 @@ def compose(base: CoordMap, following: CoordMap) -> CoordMap:
                     tuple(x * s + y for x, s, y in zip(a1, b2, b1)))
 
 
-def inverse(cmap: CoordMap) -> CoordMap:
+def _inverse(cmap: CoordMap) -> CoordMap:
     """The map back from outputs to inputs."""
     return CoordMap(cmap.axis, tuple(1 / a for a in cmap.scale),
                     tuple(-b / a for a, b in zip(cmap.scale, cmap.shift)))
@@ -169,53 +204,86 @@ def _ancestor_maps(start: Top) -> tuple[dict[Top, CoordMap], list[Function]]:
         if not top.fn.inputs:
             continue  # a data or Input layer: the walk's origin
         try:
-            layer_map = coord_map(top.fn)
+            layer_map = _exact_map(top.fn)
         except UndefinedMapException:
             stopped.append(top.fn)
             continue
         for bottom in _mapped_bottoms(top):
             if bottom not in maps:
-                maps[bottom] = compose(maps[top], layer_map)
+                maps[bottom] = _compose(maps[top], layer_map)
                 frontier.append(bottom)
     return maps, stopped
 
 
-def coord_map_from_to(top_from: Top, top_to: Top) -> CoordMap:
+def _exact_from_to(top_from: Top, top_to: Top) -> CoordMap:
     """The map taking coordinates of `top_from` to those of `top_to`,
     through their nearest common ancestor."""
     from_maps, stopped_from = _ancestor_maps(top_from)
     to_maps, stopped_to = _ancestor_maps(top_to)
     for ancestor, to_map in to_maps.items():  # nearest to top_to first
         if ancestor in from_maps:
-            return compose(to_map, inverse(from_maps[ancestor]))
+            return _compose(to_map, _inverse(from_maps[ancestor]))
     stopped = stopped_from + stopped_to
     detail = (
         "; the walk stopped at " + ", ".join(describe(fn) for fn in stopped)
         + " (no coordinate map)" if stopped else ""
     )
-    raise CaffeError(
+    raise UnconnectedTopsError(
         f"cannot map {describe(top_from.fn)} to {describe(top_to.fn)}: they share "
         f"no ancestor through spatial layers{detail}"
     )
 
 
+# ---------------------------------------------------------------- pycaffe's surface
+
+def _as_pycaffe(cmap: CoordMap):
+    if cmap.axis is None and cmap.scale == (1,) and cmap.shift == (0,):
+        return None, 1, 0
+    return cmap.axis, _floats(cmap.scale), _floats(cmap.shift)
+
+
+def coord_map(fn: Function):
+    """(axis, a, b) of one layer: output coordinate i * a + b for input i."""
+    return _as_pycaffe(_exact_map(fn))
+
+
+def compose(base_map, next_map):
+    """`base_map` followed by `next_map` (walking towards the inputs)."""
+    ax1, a1, b1 = base_map
+    ax2, a2, b2 = next_map
+    if ax1 is not None and ax2 is not None and ax1 != ax2:
+        raise AxisMismatchException(f"coordinate maps on different axes ({ax1} and {ax2})")
+    return (ax2 if ax1 is None else ax1), a1 * a2, a1 * b2 + b1
+
+
+def inverse(cmap):
+    """The map back from outputs to inputs."""
+    ax, a, b = cmap
+    return ax, 1 / a, -b / a
+
+
+def coord_map_from_to(top_from: Top, top_to: Top):
+    """(axis, a, b) taking coordinates of `top_from` to those of `top_to`."""
+    return _as_pycaffe(_exact_from_to(top_from, top_to))
+
+
 def crop(top_from: Top, top_to: Top) -> Top:
     """A Crop layer cutting `top_from` to the extent of `top_to`, its offset
     computed from the coordinate maps of the layers between them."""
-    axis, scale, shift = coord_map_from_to(top_from, top_to)
+    axis, scale, shift = _exact_from_to(top_from, top_to)
     what = f"crop({describe(top_from.fn)} -> {describe(top_to.fn)})"
     if any(a != 1 for a in scale):
-        raise CaffeError(
+        raise CropError(
             f"{what}: the tops are at different scales (factor "
             f"{', '.join(str(a) for a in scale)}); crop needs a pure translation"
         )
     if any(b.denominator != 1 for b in shift):
-        raise CaffeError(
+        raise CropError(
             f"{what}: the offset {', '.join(str(-b) for b in shift)} is not an "
             "integer; the layers' kernel / stride / pad do not align"
         )
     if any(b > 0 for b in shift):
-        raise CaffeError(
+        raise CropError(
             f"{what}: the offset {', '.join(str(-b) for b in shift)} is negative; "
             "the first top would have to be padded, not cropped"
         )

@@ -22,6 +22,7 @@ the first forward after someone read it (`blob.diff`).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import OrderedDict
@@ -374,6 +375,9 @@ class Net:
                     step.rebind |= view is not None
                 layer_blobs.append(blob)
 
+            adopt = getattr(impl, "adopt_param_blobs", None)
+            if adopt is not None:
+                adopt(layer_blobs)
             step.first_write = tuple(first_write)
             step.bottom_shapes = [torch.Size(s) for s in bottom_shapes]
             if len(lp.propagate_down) and not all(lp.propagate_down):
@@ -462,14 +466,21 @@ class Net:
         self._handles = handles
         self._layer_need_backward = layer_need_backward
         self._any_backward = any(layer_need_backward)
-        self._bottom_ids = bottom_ids
-        self._top_ids = top_ids
+        self._bottom_id_lists = bottom_ids
+        self._top_id_lists = top_ids
+        self._blob_need_backward = blob_need_backward
         self.blobs = OrderedDict(zip(blob_names, blobs))
-        self.layer_dict = OrderedDict((h.name, h) for h in handles)
+        # pycaffe's net.layers: a Python layer is the user's own layer object
+        self._public_layers = [getattr(h.impl, "instance", h) for h in handles]
+        self.layer_dict = OrderedDict(zip(self._layer_names, self._public_layers))
         self.params = OrderedDict((h.name, h.blobs) for h in handles if h.blobs)
-        self.inputs = [blob_names[t] for s, ts in zip(steps, top_ids) if s.is_input for t in ts]
+        self._inputs = [t for s, ts in zip(steps, top_ids) if s.is_input for t in ts]
+        self.inputs = [blob_names[t] for t in self._inputs]
         # Caffe lists outputs in name order (a std::set)
         self.outputs = sorted(available)
+        self._outputs = [latest[name] for name in self.outputs]
+        self._callbacks: dict[str, list] = {"before_forward": [], "after_forward": [],
+                                            "before_backward": [], "after_backward": []}
         self._input_blobs = [self.blobs[n] for n in self.inputs]
         self._input_need_grad = [blob_need_backward[latest[n]] for n in self.inputs]
         # backward starts from the unconsumed tops of layers that run backward
@@ -487,6 +498,7 @@ class Net:
         for blob, count in zip(blobs, writers):
             blob._grad_src = None
             blob._in_place = count > 1
+            blob._live = True
         for step in steps:
             self._bind_params(step)
 
@@ -507,18 +519,62 @@ class Net:
 
     # ------------------------------------------------------------ pycaffe surface
     @property
-    def layers(self) -> list[LayerHandle]:
-        return self._handles
+    def layers(self) -> list:
+        """pycaffe's layers: a view with `type` and `blobs` per layer; a Python
+        layer is the user's layer object itself."""
+        return self._public_layers
+
+    def _bottom_ids(self, layer_index: int) -> list[int]:
+        """Blob indices of a layer's bottoms (pycaffe's `_bottom_ids(i)`)."""
+        return list(self._bottom_id_lists[layer_index])
+
+    def _top_ids(self, layer_index: int) -> list[int]:
+        """Blob indices of a layer's tops (pycaffe's `_top_ids(i)`)."""
+        return list(self._top_id_lists[layer_index])
+
+    @property
+    def _blob_loss_weights(self) -> list[float]:
+        """Each blob's loss weight, in blob order (0 for non-loss blobs)."""
+        return [self._loss_weights.get(i, 0.0) for i in range(len(self._blobs))]
+
+    @property
+    def blob_loss_weights(self) -> OrderedDict:
+        """{blob name: loss weight}, in blob order."""
+        return OrderedDict(zip(self._blob_names, self._blob_loss_weights))
 
     @property
     def top_names(self) -> OrderedDict:
         return OrderedDict((s.name, [self._blob_names[t] for t in ts])
-                           for s, ts in zip(self._steps, self._top_ids))
+                           for s, ts in zip(self._steps, self._top_id_lists))
 
     @property
     def bottom_names(self) -> OrderedDict:
         return OrderedDict((s.name, [self._blob_names[b] for b in bs])
-                           for s, bs in zip(self._steps, self._bottom_ids))
+                           for s, bs in zip(self._steps, self._bottom_id_lists))
+
+    # Caffe's Net callbacks: each gets the layer index (pycaffe's before_forward ...)
+    def before_forward(self, callback) -> None:
+        """Call `callback(layer_index)` before each layer's forward."""
+        self._callbacks["before_forward"].append(callback)
+
+    def after_forward(self, callback) -> None:
+        """Call `callback(layer_index)` after each layer's forward."""
+        self._callbacks["after_forward"].append(callback)
+
+    def before_backward(self, callback) -> None:
+        """Call `callback(layer_index)` for each layer of a backward, from the
+        last down, before autograd computes the pass."""
+        self._callbacks["before_backward"].append(callback)
+
+    def after_backward(self, callback) -> None:
+        """Call `callback(layer_index)` for each layer of a backward, from the
+        last down, once autograd has computed the pass."""
+        self._callbacks["after_backward"].append(callback)
+
+    def _run_callbacks(self, kind: str, indices) -> None:
+        for callback in self._callbacks[kind]:
+            for index in indices:
+                callback(index)
 
     @property
     def learnable_params(self) -> list[ParamBlob]:
@@ -536,12 +592,12 @@ class Net:
                 end: str | None = None, **kwargs) -> dict[str, np.ndarray]:
         """Run layers `start`..`end` (names, inclusive); keyword arguments set
         input blobs. Returns {blob name: data} for the outputs (or the `end`
-        layer's name) plus `blobs`, as pycaffe does."""
+        layer's tops) plus `blobs`, as pycaffe does."""
         blobs = list(blobs or [])
         start_ind = self._layer_index(start, "forward(start=)") if start is not None else 0
         if end is not None:
             end_ind = self._layer_index(end, "forward(end=)")
-            outputs = set([end] + blobs)
+            outputs = set(self.top_names[end] + blobs)
         else:
             end_ind = len(self._steps) - 1
             outputs = set(self.outputs + blobs)
@@ -567,13 +623,13 @@ class Net:
                  end: str | None = None, **kwargs) -> dict[str, np.ndarray]:
         """Backward from layer `start` down to `end` (names, inclusive);
         keyword arguments set output diffs. Returns {blob name: diff} for the
-        inputs (or the `end` layer's name) plus `diffs`."""
+        inputs (or the `end` layer's bottoms) plus `diffs`."""
         diffs = list(diffs or [])
         start_ind = (self._layer_index(start, "backward(start=)") if start is not None
                      else len(self._steps) - 1)
         if end is not None:
             end_ind = self._layer_index(end, "backward(end=)")
-            outputs = set([end] + diffs)
+            outputs = set(self.bottom_names[end] + diffs)
         else:
             end_ind = 0
             outputs = set(self.inputs + diffs)
@@ -594,12 +650,30 @@ class Net:
         total = len(next(iter(kwargs.values()))) if kwargs else None
         return {name: np.asarray(values)[:total] for name, values in outs.items()}
 
+    def forward_backward_all(self, blobs: Sequence[str] | None = None,
+                             diffs: Sequence[str] | None = None, **kwargs):
+        """forward() and backward() over every batch of the given arrays (net
+        inputs feed forward, net outputs seed backward); returns
+        ({blob: data}, {blob: diff}) stacked with the padding dropped."""
+        outs = {name: [] for name in set(self.outputs + list(blobs or []))}
+        grads = {name: [] for name in set(self.inputs + list(diffs or []))}
+        forward_batches = self._batches({k: v for k, v in kwargs.items() if k in self.inputs})
+        backward_batches = self._batches({k: v for k, v in kwargs.items() if k in self.outputs})
+        for fb, bb in itertools.zip_longest(forward_batches, backward_batches, fillvalue={}):
+            for name, value in self.forward(blobs=blobs, **fb).items():
+                outs[name].extend(value.copy())
+            for name, value in self.backward(diffs=diffs, **bb).items():
+                grads[name].extend(value.copy())
+        total = len(next(iter(kwargs.values()))) if kwargs else None
+        return ({name: np.asarray(v)[:total] for name, v in outs.items()},
+                {name: np.asarray(v)[:total] for name, v in grads.items()})
+
     def _batches(self, arrays: dict):
         if not arrays:
             yield {}
             return
         num = len(next(iter(arrays.values())))
-        batch = self.blobs[self.inputs[0]].shape[0]
+        batch = next(iter(self.blobs.values())).shape[0]  # pycaffe: the first blob's
         for i in range(0, num, batch):
             chunk = {}
             for name, value in arrays.items():
@@ -670,13 +744,25 @@ class Net:
                 for blob in self._written_by_forward:
                     blob._data.device_for_write()
             if record:
-                for blob, need in zip(self._input_blobs, self._input_need_grad):
-                    if need:
-                        leaf = blob._tensor().detach().requires_grad_()
-                        blob._set_tensor(leaf)
-                        blob._grad_src = leaf
+                # the net's inputs, or for a forward from a later layer the blobs it
+                # reads that earlier layers made, are leaves that collect diffs
+                if start == 0:
+                    leaves = [b for b, need in zip(self._input_blobs, self._input_need_grad)
+                              if need]
+                else:
+                    leaves = [self._blobs[i] for i in self._boundary_bottoms(start, end)
+                              if self._blob_need_backward[i]]
+                for blob in leaves:
+                    leaf = blob._tensor().detach().requires_grad_()
+                    blob._set_tensor(leaf)
+                    blob._grad_src = leaf
+            before, after = self._callbacks["before_forward"], self._callbacks["after_forward"]
             for step in self._steps[start:end + 1]:
+                for callback in before:
+                    callback(step.index)
                 if step.is_input:
+                    for callback in after:
+                        callback(step.index)
                     continue
                 bottoms = [b._tensor() for b in step.bottoms]
                 shapes = [t.shape for t in bottoms]
@@ -691,10 +777,25 @@ class Net:
                 for blob, tensor, first in zip(step.tops, tops, step.first_write):
                     if step.is_split and blob._want_diff and record:
                         tensor = tensor.view_as(tensor)  # its own node, for its own grad
-                    blob._set_tensor(tensor)
+                    if step.tops_final:
+                        tensor = blob._set_output(tensor, bottoms)
+                    else:
+                        blob._set_tensor(tensor)
                     if first:
                         blob._grad_src = tensor if blob._want_diff else None
+                for callback in after:
+                    callback(step.index)
         self._graph_pending = record
+
+    def _boundary_bottoms(self, start: int, end: int) -> list[int]:
+        """Blobs that layers start..end read but none of them wrote before."""
+        written, boundary = set(), []
+        for li in range(start, end + 1):
+            for bid in self._bottom_id_lists[li]:
+                if bid not in written and bid not in boundary:
+                    boundary.append(bid)
+            written.update(self._top_id_lists[li])
+        return boundary
 
     def _drop_graph(self) -> None:
         """Forget an autograd graph no backward used, before building the next."""
@@ -708,9 +809,12 @@ class Net:
         if not self._any_backward:
             return  # Caffe: no layer needs backward, nothing happens
         if not self._graph_pending:
-            raise CaffeError(f"{self._source}: backward() needs a forward() first (each "
-                             "forward allows one backward; in torch.no_grad() forward "
-                             "records nothing)")
+            # no recorded pass (no forward yet, or a lean net's graph was used up):
+            # record these layers again from the blobs' current data
+            self._forward(end, start)
+            if not self._graph_pending:
+                raise CaffeError(f"{self._source}: backward() inside torch.no_grad() "
+                                 "cannot record the layers it needs")
         full = start == len(self._steps) - 1 and end == 0
         if full:
             seed_blobs = self._seed_blobs
@@ -723,10 +827,10 @@ class Net:
         seeds, grads = [], []
         for blob in seed_blobs:
             tensor = blob._data.tensor if blob._data is not None else None
-            if tensor is None or not tensor.requires_grad or blob._diff is None:
+            if tensor is None or not tensor.requires_grad:
                 continue
             seeds.append(tensor)
-            grads.append(blob._diff.device())
+            grads.append(blob._diff_synced().device())  # never set: zeros, as in Caffe
         seed_set = set(map(id, seed_blobs))
         kept = []
         for blob in self._blobs:
@@ -748,19 +852,28 @@ class Net:
         inputs = None
         if not full:
             inputs = self._backward_inputs(start, end, kept)
+        for _, src in kept:
+            src.grad = None  # blob diffs are written, not summed over backward calls
+        # a net built by the user keeps its graph until the next forward, so a
+        # second backward() works as in Caffe; a solver's lean net frees it
+        retain = self._keep_diffs
+        indices = range(start, end - 1, -1)
+        self._run_callbacks("before_backward", indices)
         if seeds:
-            torch.autograd.backward(seeds, grads, inputs=inputs)
-        self._graph_pending = False
+            torch.autograd.backward(seeds, grads, inputs=inputs, retain_graph=retain)
+        self._graph_pending = retain
         kept_ids = set()
         for blob, src in kept:
             kept_ids.add(id(blob))
             if src.grad is not None:
-                blob._diff = SyncedTensor(src.grad)
-            blob._grad_src = None
+                blob._set_diff(src.grad)
+            if not retain:
+                blob._grad_src = None
         for blob in self._blobs:
             if id(blob) not in kept_ids and id(blob) not in seed_set \
                     and blob._data is not None and blob._data.tensor.requires_grad:
                 blob._diff_missing = True
+        self._run_callbacks("after_backward", indices)
 
     def _backward_inputs(self, start: int, end: int, kept) -> list[torch.Tensor]:
         """What a partial backward may write: params of the layers in range,
@@ -808,11 +921,15 @@ class Net:
 
     # ------------------------------------------------------------ weights
     def copy_from(self, path: str | os.PathLike) -> None:
-        """Copy params from a caffemodel by layer name (Caffe's
-        CopyTrainedLayersFrom); layers the file lacks keep their values."""
+        """Copy params from a caffemodel (or, for a `.h5` name, HDF5 weights)
+        by layer name (Caffe's CopyTrainedLayersFrom); layers the file lacks
+        keep their values."""
         from .caffemodel import blob_for_target, read_caffemodel
 
         path = os.fspath(path)
+        if path.endswith(".h5"):
+            self.load_hdf5(path)
+            return
         by_name = {}
         for handle in self._handles:
             by_name.setdefault(handle.name, handle)
@@ -844,6 +961,57 @@ class Net:
                     b._data.device().detach().cpu().numpy().astype(np.float32, copy=False)
                     for b in handle.blobs]
         write_caffemodel(path, self._net_param, blobs_by_layer)
+
+    def save_hdf5(self, path: str | os.PathLike) -> None:
+        """Write the params in Caffe's HDF5 layout (Net::ToHDF5)."""
+        from .hdf5_weights import write_weights
+
+        owned: set[int] = set()
+        layers = []
+        for handle in self._handles:
+            arrays = []
+            for blob in handle.blobs:
+                arrays.append(None if id(blob) in owned else
+                              blob._data.device().detach().cpu().numpy())
+                owned.add(id(blob))
+            layers.append((handle.name, arrays))
+        write_weights(path, layers)
+
+    def load_hdf5(self, path: str | os.PathLike) -> None:
+        """Copy params from HDF5 weights by layer name (Caffe's
+        CopyTrainedLayersFromHDF5): shapes must match; a missing dataset is
+        allowed only for a param this layer shares from another."""
+        from .hdf5_weights import read_weights
+
+        path = os.fspath(path)
+        by_name = {}
+        for handle in self._handles:
+            by_name.setdefault(handle.name, handle)
+        owner_of = {}
+        for handle in self._handles:
+            for blob in handle.blobs:
+                owner_of.setdefault(id(blob), handle.name)
+        for name, arrays in read_weights(path):
+            target = by_name.get(name)
+            if target is None:
+                log.info("%s: ignoring source layer %s", path, name)
+                continue
+            if len(arrays) > len(target.blobs) or any(i >= len(target.blobs) for i in arrays):
+                raise CaffeError(f"HDF5 weights {path}, layer '{name}': incompatible number "
+                                 f"of blobs ({len(arrays)} in the file, {len(target.blobs)} "
+                                 "in the net)")
+            for j, blob in enumerate(target.blobs):
+                if j not in arrays:
+                    if owner_of[id(blob)] != name:
+                        continue  # shared from another layer: that layer carries it
+                    raise CaffeError(f"HDF5 weights {path}, layer '{name}': no blob {j}")
+                array = arrays[j]
+                if tuple(array.shape) != tuple(blob.shape):
+                    raise CaffeError(f"HDF5 weights {path}, layer '{name}', blob {j}: shape "
+                                     f"{list(array.shape)} in the file, {list(blob.shape)} "
+                                     "in the net")
+                with torch.no_grad():
+                    blob._data.device_for_write().copy_(torch.from_numpy(array))
 
     def share_with(self, other: "Net") -> None:
         """Compute with `other`'s param data (Caffe's ShareTrainedLayersWith):

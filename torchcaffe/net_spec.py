@@ -31,7 +31,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from .errors import CaffeError, LayerError
 from .proto import caffe_pb2
 
-__all__ = ["NetSpec", "Top", "Function", "layers", "params", "to_proto"]
+__all__ = ["NetSpec", "Top", "Function", "layers", "params", "to_proto", "param_name_dict"]
 
 # Layer types whose kwargs live in another type's parameter message.
 _SHARED_PARAM_TYPES = {"Deconvolution": "Convolution", "Im2col": "Convolution"}
@@ -53,6 +53,19 @@ def _layer_param_fields() -> dict[str, str]:
 
 
 _PARAM_FIELD_OF_TYPE = _layer_param_fields()
+
+
+def param_name_dict() -> dict[str, str]:
+    """pycaffe's map from a parameter message's name to its field's, both
+    without suffix: {"Convolution": "convolution", "Pooling": "pooling", ...}."""
+    return {message.name[: -len("Parameter")]: field.name[: -len("_param")]
+            for field in caffe_pb2.LayerParameter.DESCRIPTOR.fields
+            if field.name.endswith("_param") and (message := field.message_type) is not None
+            and message.name.endswith("Parameter")}
+
+
+class NotATopError(CaffeError, TypeError):
+    """A layer input that is not a Top (pycaffe raises TypeError)."""
 
 
 def _is_repeated(field: FieldDescriptor) -> bool:
@@ -141,10 +154,8 @@ class Function:
         self.type_name = type_name
         for i, bottom in enumerate(inputs):
             if not isinstance(bottom, Top):
-                raise CaffeError(
-                    f"{type_name} layer: bottom {i} is {bottom!r}, not a Top "
-                    "(pass tops made by layers.<Type>(...) or NetSpec attributes)"
-                )
+                # pycaffe's exact words, which scripts and tests match
+                raise NotATopError(f"{type_name} input {i} is not a Top (type is {type(bottom)})")
         self.inputs = tuple(inputs)
         self.params = dict(params)
         self.ntop = self.params.pop("ntop", 1)
@@ -204,11 +215,14 @@ class NetSpec:
     def __init__(self):
         super().__setattr__("tops", {})
 
-    def __setattr__(self, name: str, value: Top) -> None:
-        if not isinstance(value, Top):
-            raise CaffeError(f"NetSpec.{name}: expects a Top, got {value!r}")
-        if value.fn.netspec_name is None:
-            value.fn.netspec_name = name
+    def __setattr__(self, name: str, value: Top | Function) -> None:
+        # a Function stands for a layer without tops (ntop=0), named `name`
+        if not isinstance(value, (Top, Function)):
+            raise CaffeError(f"NetSpec.{name}: expects a Top (or a layer with ntop=0), "
+                             f"got {value!r}")
+        fn = value if isinstance(value, Function) else value.fn
+        if fn.netspec_name is None:
+            fn.netspec_name = name
         self.tops[name] = value
 
     def __getattr__(self, name: str) -> Top:

@@ -5,7 +5,20 @@ A prototxt `type: "Python"` layer names a module and a class deriving from
 `setup(bottom, top)` once and `reshape(bottom, top)` / `forward(bottom, top)`
 / `backward(top, propagate_down, bottom)` as Caffe does. `bottom` and `top`
 are lists of `Blob` whose `.data` / `.diff` are numpy arrays.
+
+`self.blobs` holds the layer's own parameter blobs: `self.blobs.add_blob(*shape)`
+in `setup` adds one (zero-filled). They are the net's learnable params of
+this layer (`net.params[name]`, saved, loaded, shared and updated by solvers
+as any layer's); `backward` writes their diffs.
 """
+from .blob import Blob
+
+
+class BlobVec(list):
+    """pycaffe's BlobVec: a list of Blob with `add_blob(*shape)`."""
+
+    def add_blob(self, *shape: int) -> None:
+        self.append(Blob(tuple(int(d) for d in shape)))
 
 
 class Layer:
@@ -15,6 +28,16 @@ class Layer:
     param_str: str = ""
     #: the phase of the net this layer lives in (`torchcaffe.TRAIN` or `TEST`)
     phase: int = 0
+    #: pycaffe reports a Python layer's type as "Python"
+    type: str = "Python"
+
+    @property
+    def blobs(self) -> BlobVec:
+        """The layer's parameter blobs (see the module doc)."""
+        blobs = self.__dict__.get("_blobs")
+        if blobs is None:
+            blobs = self.__dict__["_blobs"] = BlobVec()
+        return blobs
 
     def setup(self, bottom, top):
         """Check parameters and bottoms; called once when the net is built."""

@@ -140,8 +140,8 @@ class SGDSolver:
 
     `SGDSolver(solver_prototxt)` (or a `caffe_pb2.SolverParameter`), as
     pycaffe's. Attributes: `net`, `test_nets`, `iter`, `param`, `lr` (the
-    rate of the latest update), `smoothed_loss`, `history` (torch tensors,
-    in learnable-param order)."""
+    rate at the current iteration), `smoothed_loss`, `history` (torch
+    tensors, in learnable-param order)."""
 
     type_name = "SGD"
     history_per_param = 1  # Adam and AdaDelta keep two buffers per param
@@ -162,7 +162,6 @@ class SGDSolver:
         log.info("Solver scaffolding done.")
         self.iter = 0
         self.current_step = 0
-        self.lr: float | None = None
         self.smoothed_loss = 0.0
         self._losses: list[float] = []
         self._callbacks: list[tuple[Callable, Callable]] = []
@@ -267,11 +266,25 @@ class SGDSolver:
         return list(groups.items())
 
     # ------------------------------------------------------------ pycaffe surface
-    def add_callback(self, on_start: Callable[[], None],
-                     on_gradients_ready: Callable[[], None]) -> None:
+    def add_callback(self, on_start, on_gradients_ready: Callable[[], None] | None = None) -> None:
         """Call `on_start` before each iteration's forward passes and
-        `on_gradients_ready` before its update (pycaffe's add_callback)."""
+        `on_gradients_ready` before its update (pycaffe's add_callback); one
+        object with both methods (pycaffe's NCCL) may be given instead."""
+        if on_gradients_ready is None:
+            on_start, on_gradients_ready = on_start.on_start, on_start.on_gradients_ready
         self._callbacks.append((on_start, on_gradients_ready))
+
+    @property
+    def lr(self) -> float:
+        """The learning rate at the current iteration (pycaffe's `lr`, Caffe's
+        GetLearningRate, which also advances a multistep policy's step)."""
+        rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
+        return float(rate)
+
+    def share_weights(self, net: Net) -> None:
+        """Make `net` compute with this solver's train-net params (pycaffe's
+        share_weights: net.share_with(solver.net))."""
+        net.share_with(self.net)
 
     def set_action_function(self, function: Callable[[], SolverAction] | None) -> None:
         """Ask `function()` once per iteration (and per test batch) whether to
@@ -318,7 +331,6 @@ class SGDSolver:
             for _, on_gradients_ready in self._callbacks:
                 on_gradients_ready()
             self.apply_update()
-            self.iter += 1
             request = self._requested_action()
             if (p.snapshot and self.iter % p.snapshot == 0) or request is SolverAction.SNAPSHOT:
                 self.snapshot()
@@ -425,15 +437,18 @@ class SGDSolver:
     # ------------------------------------------------------------ the update
     def apply_update(self) -> None:
         """Rate, clipping, normalization, regularization, update value,
-        data -= diff (Caffe's SGDSolver::ApplyUpdate)."""
+        data -= diff, then `iter` += 1 (Caffe's SGDSolver::ApplyUpdate)."""
         p = self.param
         rate, self.current_step = learning_rate(p, self.iter, self.current_step)
-        self.lr = float(rate)
         if p.display and self.iter % p.display == 0:
-            log.info("Iteration %d, lr = %s", self.iter, caffe_float(self.lr))
+            log.info("Iteration %d, lr = %s", self.iter, caffe_float(rate))
         blobs = self.net.learnable_params
-        if not blobs:
-            return
+        if blobs:
+            self._update(blobs, rate)
+        self.iter += 1
+
+    def _update(self, blobs, rate) -> None:
+        p = self.param
         datas = [b.data_tensor for b in blobs]
         diffs = [b.diff_tensor for b in blobs]
         if self.history[0].device != datas[0].device:  # the mode changed since
@@ -595,7 +610,7 @@ def output_loss_weights(net: Net) -> dict[str, float]:
 
 def _stateful_layers(net: Net):
     """(layer handle, Python layer instance) for layers that can save their state."""
-    for handle in net.layers:
+    for handle in net._handles:
         instance = getattr(handle.impl, "instance", None)
         if instance is not None and hasattr(instance, "get_state") \
                 and hasattr(instance, "set_state"):

@@ -39,7 +39,7 @@ class CaffeModule(torch.nn.Module):
         owner: dict[int, int] = {}  # id(ParamBlob) -> index into self.blobs (shared params)
         self._plan = []
         bottoms, tops = net.bottom_names, net.top_names
-        for handle in net.layers:
+        for handle in net._handles:  # the runtime's view: each layer's implementation
             if handle.type == "Input":
                 continue
             slots = []

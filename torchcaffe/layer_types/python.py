@@ -8,9 +8,11 @@ which the project registers as `data_layers.voc_layers`).
 
 The instance gets `param_str` and `phase`, then `setup` / `reshape` /
 `forward` with lists of Blob, as in Caffe (reshape runs before every
-forward). A layer with bottoms runs inside a torch.autograd.Function whose
-backward calls the user's `backward(top, propagate_down, bottom)`, so
-gradients flow through Python layers like through any other.
+forward). A layer with bottoms or params that need gradients runs inside a
+torch.autograd.Function whose backward calls the user's `backward(top,
+propagate_down, bottom)`, so gradients flow through Python layers like
+through any other. The layer's own `self.blobs` become the net's param blobs
+of this layer; the user's backward writes their diffs directly, as in Caffe.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import importlib.metadata
 import torch
 
 from ..blob import Blob, SyncedTensor
-from ..errors import CaffeError
+from ..errors import CaffeError, layer_error_from
 from .base import CaffeLayer, register
 
 ENTRY_POINT_GROUP = "torchcaffe.python_layers"
@@ -86,13 +88,20 @@ class PythonLayer(CaffeLayer):
         except CaffeError:
             raise
         except Exception as exc:
-            raise self.error(f"{type(self.instance).__name__}.{method} failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
+            raise layer_error_from(exc, self.name, self.type,
+                                   f"{type(self.instance).__name__}.{method} failed: "
+                                   f"{type(exc).__name__}: {exc}") from exc
 
     def setup(self, bottom_shapes, generator):
         self._bottom = [Blob(s, self._device) for s in bottom_shapes]
         self._top = [Blob((), self._device) for _ in self.param.top]
         self._call_user("setup", self._bottom, self._top)
+        self.blobs = [blob._tensor() for blob in self.instance.blobs]
+
+    def adopt_param_blobs(self, param_blobs: list) -> None:
+        """The net made this layer's blobs its params: the user's `self.blobs`
+        becomes those very blobs (pycaffe shares them the same way)."""
+        self.instance.blobs[:] = param_blobs
 
     def reshape(self, bottom_shapes):
         for blob, shape in zip(self._bottom, bottom_shapes):
@@ -106,8 +115,9 @@ class PythonLayer(CaffeLayer):
             blob._to(device)
 
     def forward(self, bottoms):
-        if torch.is_grad_enabled() and any(t.requires_grad for t in bottoms):
-            return list(_PythonLayerFunction.apply(self, *bottoms))
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (*bottoms, *self.blobs)):
+            # the params go in only so that autograd runs this node for them
+            return list(_PythonLayerFunction.apply(self, len(bottoms), *bottoms, *self.blobs))
         return self.run_forward(bottoms)
 
     def run_forward(self, bottoms: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -130,11 +140,13 @@ class _PythonLayerFunction(torch.autograd.Function):
     """Forward and backward of a Python layer, as one autograd node."""
 
     @staticmethod
-    def forward(ctx, host: PythonLayer, *bottoms):
+    def forward(ctx, host: PythonLayer, num_bottoms: int, *inputs):
+        bottoms = inputs[:num_bottoms]
         # fresh tensor objects for autograd to own; the storage is the top blob's
         tops = tuple(t.detach() for t in host.run_forward(list(bottoms)))
         ctx.host = host
-        ctx.num_bottoms = len(bottoms)
+        ctx.num_bottoms = num_bottoms
+        ctx.num_params = len(inputs) - num_bottoms
         ctx.save_for_backward(*bottoms, *tops)
         return tops
 
@@ -142,6 +154,7 @@ class _PythonLayerFunction(torch.autograd.Function):
     def backward(ctx, *top_grads):
         saved = ctx.saved_tensors
         bottoms, tops = saved[:ctx.num_bottoms], saved[ctx.num_bottoms:]
-        propagate_down = [bool(n) for n in ctx.needs_input_grad[1:]]
+        propagate_down = [bool(n) for n in ctx.needs_input_grad[2:2 + ctx.num_bottoms]]
         diffs = ctx.host.run_backward(bottoms, tops, top_grads, propagate_down)
-        return (None, *diffs)
+        # param diffs were written by the user's backward into the param blobs
+        return (None, None, *diffs, *([None] * ctx.num_params))
