@@ -27,7 +27,7 @@ MODELS := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet \
           voc-fcn-googlenet voc-fcn32s-fixed
 BASE_NETS := vgg16 vgg16fcn alexnet alexnetfcn googlenet googlenetfcn
 
-.PHONY: install test demo demo-time nets proto bench table1 which-python $(MODELS) $(BASE_NETS)
+.PHONY: install test demo demo-time nets proto bench table1 pycaffe-check which-python $(MODELS) $(BASE_NETS)
 
 install: $(STAMP)
 
@@ -75,6 +75,11 @@ proto: $(STAMP)
 # The paper's Table 1 architecture columns, computed from the emitted nets.
 table1: $(STAMP)
 	$(PYTHON) -m netspec.table1 --check
+
+# BVLC's pycaffe tests and the FCN release's scripts through the import caffe
+# alias: make pycaffe-check BVLC_CAFFE=<BVLC/caffe checkout> FCN_RELEASE=<fcn.berkeleyvision.org checkout>
+pycaffe-check: $(STAMP)
+	BVLC_CAFFE=$(BVLC_CAFFE) FCN_RELEASE=$(FCN_RELEASE) $(PYTHON) -m pytest -q tests/test_bvlc_pycaffe_suite.py tests/test_fcn_release_scripts.py
 
 bench: $(STAMP)
 	$(PYTHON) -m bench
