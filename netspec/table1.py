@@ -36,6 +36,8 @@ from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
+import numpy as np
+
 from caffe_backend import caffe, coord_map
 
 log = logging.getLogger(__name__)
@@ -211,14 +213,15 @@ def _stride(spec, coarsest: list[str], image: str) -> int:
     (the last one that has one: a classifier's InnerProduct tops have none)."""
     for top in reversed(coarsest):
         try:
-            scale = coord_map.coord_map_from_to(spec[top], spec[image]).scale
+            # pycaffe's answer (axis, scale, shift); scale is one number or one per axis
+            _, scale, _ = coord_map.coord_map_from_to(spec[top], spec[image])
         except coord_map.UndefinedMapException:
             continue
         except Exception as exc:  # pycaffe's coord_map raises plain exceptions
             if "map" not in str(exc).lower():
                 raise
             continue
-        return int(scale[0])
+        return int(np.ravel(scale)[0])
     raise ValueError(f"no coordinate map from any of {coarsest} to {image}")
 
 
