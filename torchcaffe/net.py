@@ -792,13 +792,20 @@ class Net:
     # ------------------------------------------------------------ weights
     def copy_from(self, path: str | os.PathLike) -> None:
         """Copy params from a caffemodel by layer name (Caffe's
-        CopyTrainedLayersFrom); layers the file lacks keep their values."""
+        CopyTrainedLayersFrom); layers the file lacks keep their values. The
+        whole file is checked first, so a refused file changes nothing."""
+        self.apply_weights(self.weights_from(path))
+
+    def weights_from(self, path: str | os.PathLike) -> list[tuple[ParamBlob, np.ndarray]]:
+        """(param blob, array) pairs a caffemodel would copy, all checked
+        against this net's shapes; nothing is changed yet."""
         from .caffemodel import blob_for_target, read_caffemodel
 
         path = os.fspath(path)
         by_name = {}
         for handle in self._handles:
             by_name.setdefault(handle.name, handle)
+        updates = []
         for layer in read_caffemodel(path):
             target = by_name.get(layer.name)
             if target is None:
@@ -810,11 +817,16 @@ class Net:
                                  f"{len(target.blobs)} (incompatible number of blobs)")
             for j, blob in enumerate(target.blobs):
                 try:
-                    array = blob_for_target(layer, j, blob.shape)
+                    updates.append((blob, blob_for_target(layer, j, blob.shape)))
                 except CaffeError as exc:
                     raise CaffeError(f"caffemodel {path}: {exc}") from None
-                with torch.no_grad():
-                    blob._data.device_for_write().copy_(torch.from_numpy(array))
+        return updates
+
+    @staticmethod
+    def apply_weights(updates: list[tuple[ParamBlob, np.ndarray]]) -> None:
+        with torch.no_grad():
+            for blob, array in updates:
+                blob._data.device_for_write().copy_(torch.from_numpy(array))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the params as a caffemodel (this net's layers, Splits included, as Caffe saves)."""

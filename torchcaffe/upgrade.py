@@ -295,10 +295,6 @@ def upgrade_v1_layer(v1, layer) -> bool:
 
 def _upgrade_v1_net(net):
     compatible = True
-    if len(net.layer):
-        log.warning("net '%s' has both 'layer' and legacy 'layers'; the 'layer' entries "
-                    "are ignored by the upgrade", net.name)
-        compatible = False
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
     out.ClearField("layers")
@@ -340,6 +336,11 @@ def _upgrade_batch_norm(net) -> None:
 
 # --------------------------------------------------------------------------- entry points
 
+#: Caffe's UpgradeV1Net refuses (fatally) a net with both layer lists
+MIXED_FORMATS = ("{source}: has both 'layer' and legacy 'layers' fields; Caffe refuses to "
+                 "upgrade such a net: switch every definition to the 'layer' format")
+
+
 def net_needs_upgrade(net) -> bool:
     return (len(net.layers) > 0 or len(net.input) > 0
             or any(l.type == "BatchNorm" and len(l.param) == 3 for l in net.layer))
@@ -351,6 +352,8 @@ def upgrade_net_param(net, source: str = "net") -> caffe_pb2.NetParameter:
     `source` names the file in log messages. Nets that need no upgrade come
     back as an unchanged copy.
     """
+    if len(net.layers) and len(net.layer):
+        raise CaffeError(MIXED_FORMATS.format(source=source))
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
     if any(l.HasField("layer") for l in out.layers):
