@@ -54,7 +54,7 @@ from .proto import caffe_pb2
 from .prototxt import read_net_prototxt
 from .regular_file import read_regular_bytes
 from .solverstate import read_solverstate, write_solverstate
-from .atomic import atomic_output
+from .atomic import atomic_output, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,9 @@ class SGDSolver:
                      type(self).__name__)
         self.param = param
         self._check_param()
+        # snapshots a killed run was writing: their temporary files are garbage now
+        remove_stale_temps(os.path.dirname(param.snapshot_prefix) or ".",
+                           os.path.basename(param.snapshot_prefix) + "_iter_")
         if param.random_seed >= 0:
             mode.set_random_seed(param.random_seed)
         self.net = self._train_net()
