@@ -22,7 +22,9 @@ the first forward after someone read it (`blob.diff`).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 from collections import OrderedDict
 from typing import Iterable, Sequence
@@ -32,7 +34,7 @@ import torch
 
 from . import mode
 from .blob import Blob, ParamBlob, SyncedTensor
-from .errors import CaffeError, LayerError
+from .errors import INT_MAX, CaffeError, LayerError, clip
 # the implementations live in layer_types/ (not layers/: pycaffe's
 # `caffe.layers` is NetSpec's layer factory); loading it registers them
 from .layer_types.base import LAYER_TYPES
@@ -160,6 +162,51 @@ def _check_count(impl, what: str, given: int, expected) -> None:
         raise impl.error(f"takes {want} {what} blob(s), {given} given")
 
 
+def _reshape(impl, bottom_shapes) -> list:
+    """Top shapes from the layer, with the checks Caffe makes around every
+    Reshape: a loss layer's bottoms agree on the first axis (LossLayer), and
+    no top holds more than INT_MAX elements (Blob::Reshape)."""
+    if impl.is_loss and len(bottom_shapes) >= 2 and len(bottom_shapes[0]) \
+            and len(bottom_shapes[1]) and bottom_shapes[0][0] != bottom_shapes[1][0]:
+        raise impl.error(f"the data and label should have the same first dimension "
+                         f"(bottom shapes {list(bottom_shapes[0])} and "
+                         f"{list(bottom_shapes[1])})")
+    top_shapes = impl.reshape(bottom_shapes)
+    for j, shape in enumerate(top_shapes):
+        if math.prod(shape) > INT_MAX:
+            raise impl.error(f"top {j} would have shape {list(shape)}, "
+                             f"{math.prod(shape)} elements: blob size exceeds INT_MAX")
+    return top_shapes
+
+
+_CUDNN = 2  # the engine enum value of every *Parameter that has one
+
+
+def _warn_engine(lp: caffe_pb2.LayerParameter) -> None:
+    """torchcaffe has one engine, computing Caffe's CAFFE-engine results."""
+    for field, value in lp.ListFields():
+        if field.message_type is not None and "engine" in field.message_type.fields_by_name \
+                and value.engine == _CUDNN:
+            log.warning("layer '%s': %s.engine CUDNN is ignored; torchcaffe computes as "
+                        "Caffe's CAFFE engine", clip(lp.name), field.name)
+
+
+@contextlib.contextmanager
+def _faults_named(layer_name: str, layer_type: str, when: str):
+    """Errors from inside a layer come out as LayerErrors naming it: a plain
+    CaffeError gets the layer's name, and torch's out-of-memory or overflow
+    errors (huge num_output, kernel_size, dim ...) become refusals."""
+    try:
+        yield
+    except LayerError:
+        raise
+    except CaffeError as exc:
+        raise LayerError(layer_name, layer_type, str(exc)) from None
+    except (RuntimeError, MemoryError, OverflowError) as exc:
+        raise LayerError(layer_name, layer_type, f"{when} failed: {type(exc).__name__}: "
+                         f"{clip(str(exc), 500)}") from exc
+
+
 def _parse_net_args(args: tuple, phase, weights):
     """pycaffe's signatures: (file, phase) or the deprecated (file, weights, phase)."""
     if len(args) == 1:
@@ -211,9 +258,17 @@ class Net:
         for layer in self._net_param.layer:
             if not layer.HasField("phase"):
                 layer.phase = self.phase
+        if not len(param.layer) and not len(param.input):
+            raise CaffeError(f"{self._source}: the net defines no layers (an empty prototxt?)")
         self._device = torch.device("cpu")
         self._graph_pending = False
-        self._build()
+        try:
+            self._build()
+        except LayerError as exc:
+            if exc.source is not None:
+                raise
+            raise LayerError(exc.layer_name, exc.layer_type, exc.message,
+                             source=self._source) from exc.__cause__
         if mode.device() != self._device:
             self._move_to(mode.device())
         if weights is not None:
@@ -257,7 +312,9 @@ class Net:
             if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
                 raise LayerError(lp.name, lp.type, "propagate_down must be given either "
                                  f"0 or {len(lp.bottom)} (bottom count) times")
-            impl = self._create_layer(lp)
+            with _faults_named(lp.name, lp.type, "creating the layer"):
+                impl = self._create_layer(lp)
+            _warn_engine(lp)
             _check_count(impl, "bottom", len(lp.bottom), impl.num_bottoms)
             _check_count(impl, "top", len(lp.top), impl.num_tops)
             need_backward = False
@@ -296,8 +353,9 @@ class Net:
                 t_ids.append(tid)
 
             bottom_shapes = [blobs[i].shape for i in b_ids]
-            impl.setup(bottom_shapes, generator)
-            top_shapes = impl.reshape(bottom_shapes)
+            with _faults_named(lp.name, lp.type, "setup"):
+                impl.setup(bottom_shapes, generator)
+                top_shapes = _reshape(impl, bottom_shapes)
             if len(top_shapes) != len(t_ids):
                 raise impl.error(f"reshape gave {len(top_shapes)} top shapes for {len(t_ids)} tops")
             for tid, shape in zip(t_ids, top_shapes):
@@ -663,14 +721,15 @@ class Net:
                     continue
                 bottoms = [b._tensor() for b in step.bottoms]
                 shapes = [t.shape for t in bottoms]
-                if shapes != step.bottom_shapes:
-                    step.impl.reshape([tuple(s) for s in shapes])
-                    step.bottom_shapes = shapes
-                if step.detach is not None:
-                    bottoms = [t.detach() if d else t for t, d in zip(bottoms, step.detach)]
-                if step.rebind:
-                    self._bind_params(step)
-                tops = step.impl.forward(bottoms)
+                with _faults_named(step.name, step.impl.type, "forward"):
+                    if shapes != step.bottom_shapes:
+                        _reshape(step.impl, [tuple(s) for s in shapes])
+                        step.bottom_shapes = shapes
+                    if step.detach is not None:
+                        bottoms = [t.detach() if d else t for t, d in zip(bottoms, step.detach)]
+                    if step.rebind:
+                        self._bind_params(step)
+                    tops = step.impl.forward(bottoms)
                 for blob, tensor, first in zip(step.tops, tops, step.first_write):
                     if step.is_split and blob._want_diff and record:
                         tensor = tensor.view_as(tensor)  # its own node, for its own grad

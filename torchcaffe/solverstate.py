@@ -12,10 +12,10 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from torchcaffe.errors import CaffeError
+from torchcaffe.errors import INT_MAX, CaffeError
 from torchcaffe.proto import caffe_pb2
 from torchcaffe.atomic import atomic_output
-from torchcaffe.wire import (INT_MAX, LEN, VARINT, MappedFile, WireError, as_signed64,
+from torchcaffe.wire import (LEN, VARINT, MappedFile, WireError, as_signed64,
                              encode_blob_field, expect_wire_type, iter_fields, parse_blob,
                              read_string)
 

@@ -19,6 +19,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
+from torchcaffe.errors import INT_MAX
 from torchcaffe.regular_file import open_regular
 
 # wire types
@@ -30,9 +31,6 @@ _WIRE_NAMES = {VARINT: "varint", I64: "64-bit", LEN: "length-delimited", I32: "3
 _BLOB_LEGACY_DIMS = (1, 2, 3, 4)  # num, channels, height, width
 _BLOB_DATA, _BLOB_DIFF, _BLOB_SHAPE, _BLOB_DOUBLE_DATA, _BLOB_DOUBLE_DIFF = 5, 6, 7, 8, 9
 _SHAPE_DIM = 1
-
-#: Caffe's Blob::Reshape refuses a blob of more elements than this
-INT_MAX = 2**31 - 1
 
 _F32 = np.dtype("<f4")
 _F64 = np.dtype("<f8")
