@@ -308,7 +308,14 @@ def _upgrade_v1_net(net):
 
 # --------------------------------------------------------------------------- input, BatchNorm
 
-def _upgrade_net_input(net) -> None:
+def _upgrade_net_input(net, source: str) -> None:
+    inputs = len(net.input)
+    if net.input_shape and len(net.input_shape) != inputs:
+        raise CaffeError(f"{source}: {inputs} input(s) but {len(net.input_shape)} input_shape(s); "
+                         "give one input_shape per input")
+    if not net.input_shape and net.input_dim and len(net.input_dim) != 4 * inputs:
+        raise CaffeError(f"{source}: {inputs} input(s) need {4 * inputs} input_dim values, "
+                         f"{len(net.input_dim)} given")
     if net.input_shape or net.input_dim:
         layer = caffe_pb2.LayerParameter(name="input", type="Input")
         for i, blob_name in enumerate(net.input):
@@ -368,6 +375,6 @@ def upgrade_net_param(net, source: str = "net") -> caffe_pb2.NetParameter:
         if not compatible:
             log.warning("%s: some V1 parameters could not be carried over", source)
     if len(out.input):
-        _upgrade_net_input(out)
+        _upgrade_net_input(out, source)
     _upgrade_batch_norm(out)
     return out
