@@ -10,47 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import os
-import random
-import resource
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
-from torchcaffe.errors import CaffeError
-
-from .campaigns import CAMPAIGNS, Broken
-
-OUTCOMES = ("clean", "accepted", "crash", "hang")
-MEMORY_CAP = 6 << 30  # bytes of address space a worker may add
-
-
-def case_rng(seed: int, campaign: str, index: int) -> random.Random:
-    return random.Random(f"{seed}/{campaign}/{index}")
-
-
-def run_one(campaign, rng: random.Random) -> tuple[str, str]:
-    """(outcome, detail) of one case run in this process."""
-    try:
-        campaign.case(rng)
-    except Broken as exc:
-        return "crash", f"Broken: {exc}"
-    except CaffeError:
-        return "clean", ""
-    except (Exception, SystemExit) as exc:
-        return "crash", "".join(traceback.format_exception_only(type(exc), exc)).strip()[-800:]
-    return "accepted", ""
-
-
-def cap_memory(extra: int = MEMORY_CAP) -> None:
-    """Limit this process's address space to what it uses now plus `extra`."""
-    with open("/proc/self/statm") as f:
-        used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = used + extra if hard == resource.RLIM_INFINITY else min(hard, used + extra)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+from .campaigns import CAMPAIGNS
+from .outcome import OUTCOMES, case_rng, memory_cap, run_one
 
 
 def _worker(name: str, seed: int, conn) -> None:
@@ -58,13 +24,10 @@ def _worker(name: str, seed: int, conn) -> None:
     work = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
     campaign = CAMPAIGNS[name]()
     campaign.prepare(work)
-    cap_memory()
-    conn.send("ready")
-    while True:
-        index = conn.recv()
-        if index is None:
-            return
-        conn.send(run_one(campaign, case_rng(seed, name, index)))
+    with memory_cap():
+        conn.send("ready")
+        while (index := conn.recv()) is not None:
+            conn.send(run_one(campaign, case_rng(seed, name, index)))
 
 
 class Worker:

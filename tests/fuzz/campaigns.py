@@ -494,7 +494,18 @@ class DataLayerCampaign:
             "mat16": None, "matfloat": None,
         }
 
-    def _damage(self, rng: random.Random, path: Path) -> None:
+    @staticmethod
+    def _reset(path: Path, content: bytes) -> None:
+        """Put a regular file with `content` back where a case left anything."""
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        path.write_bytes(content)
+
+    def _damage(self, rng: random.Random, path: Path, original: bytes) -> None:
+        self._reset(path, original)  # a second damage starts from the real file
         kind = rng.randrange(10)
         if kind <= 4:
             path.write_bytes(mutate_bytes(path.read_bytes(), rng))
@@ -527,7 +538,7 @@ class DataLayerCampaign:
                 path = rng.choice(self.files)
                 if path not in originals:  # a second damage may have made it a FIFO
                     originals[path] = path.read_bytes()
-                self._damage(rng, path)
+                self._damage(rng, path, originals[path])
             text = (voc_layer(self.voc, "seg11valid", "voc", extra_voc)
                     + sbd_layer(self.sbd, "train", "sbd", extra_sbd))
             net_file = self.work / "data.prototxt"
@@ -541,12 +552,7 @@ class DataLayerCampaign:
                 raise
         finally:
             for path, content in originals.items():
-                if path.is_dir() and not path.is_symlink():
-                    path.rmdir()
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
-                path.write_bytes(content)
+                self._reset(path, content)
 
 
 CAMPAIGNS = {
