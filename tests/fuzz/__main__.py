@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import shutil
 import sys
 import tempfile
 import time
@@ -19,9 +20,8 @@ from .campaigns import CAMPAIGNS
 from .outcome import OUTCOMES, case_rng, memory_cap, run_one
 
 
-def _worker(name: str, seed: int, conn) -> None:
+def _worker(name: str, seed: int, work: Path, conn) -> None:
     logging.disable(logging.CRITICAL)  # the campaigns' refusals are expected; keep output short
-    work = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
     campaign = CAMPAIGNS[name]()
     campaign.prepare(work)
     with memory_cap():
@@ -33,8 +33,9 @@ def _worker(name: str, seed: int, conn) -> None:
 class Worker:
     def __init__(self, name: str, seed: int):
         self.conn, child = multiprocessing.Pipe()
+        self.work = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
         self.process = multiprocessing.get_context("fork").Process(
-            target=_worker, args=(name, seed, child), daemon=True)
+            target=_worker, args=(name, seed, self.work, child), daemon=True)
         self.process.start()
         deadline = time.monotonic() + 300
         while not self.conn.poll(0.5):
@@ -60,6 +61,7 @@ class Worker:
         if self.process.is_alive():
             self.process.kill()
         self.process.join()
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def run_campaign(name: str, cases: int, seed: int, timeout: float, first: int = 0):
