@@ -192,19 +192,23 @@ def _warn_engine(lp: caffe_pb2.LayerParameter) -> None:
 
 
 @contextlib.contextmanager
-def _faults_named(layer_name: str, layer_type: str, when: str):
-    """Errors from inside a layer come out as LayerErrors naming it: a plain
-    CaffeError gets the layer's name, and torch's out-of-memory or overflow
-    errors (huge num_output, kernel_size, dim ...) become refusals."""
+def _faults_named(layer_name: str, layer_type: str, when: str, source: str | None = None):
+    """Errors from inside a layer come out as LayerErrors naming it (and the
+    net's file, `source`): a plain CaffeError gets the layer's name, and
+    torch's out-of-memory or overflow errors (huge num_output, kernel_size,
+    dim ...) become refusals."""
     try:
         yield
-    except LayerError:
-        raise
+    except LayerError as exc:
+        if exc.source is not None or source is None:
+            raise
+        raise LayerError(exc.layer_name, exc.layer_type, exc.message,
+                         source=source) from exc.__cause__
     except CaffeError as exc:
-        raise LayerError(layer_name, layer_type, str(exc)) from None
+        raise LayerError(layer_name, layer_type, str(exc), source=source) from None
     except (RuntimeError, MemoryError, OverflowError) as exc:
         raise LayerError(layer_name, layer_type, f"{when} failed: {type(exc).__name__}: "
-                         f"{clip(str(exc), 500)}") from exc
+                         f"{clip(str(exc), 500)}", source=source) from exc
 
 
 def _parse_net_args(args: tuple, phase, weights):
@@ -721,7 +725,7 @@ class Net:
                     continue
                 bottoms = [b._tensor() for b in step.bottoms]
                 shapes = [t.shape for t in bottoms]
-                with _faults_named(step.name, step.impl.type, "forward"):
+                with _faults_named(step.name, step.impl.type, "forward", self._source):
                     if shapes != step.bottom_shapes:
                         _reshape(step.impl, [tuple(s) for s in shapes])
                         step.bottom_shapes = shapes

@@ -141,7 +141,7 @@ def _check_against_protobuf(data: bytes, path: Path) -> None:
     for mine, proto in zip(ours, theirs):
         for array, blob in zip(mine.blobs, proto.blobs):
             values = blob.double_data if len(blob.double_data) else blob.data
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):
                 expected = np.asarray(values, np.float64).astype(np.float32)
             if not np.array_equal(array.ravel(), expected, equal_nan=True):
                 raise Broken(f"layer '{mine.name}': values differ from protobuf's decoding")
