@@ -17,7 +17,7 @@ import platform
 import sys
 import time
 
-SECTIONS = ["net_speed", "load_speed", "solver_speed", "score_speed"]
+SECTIONS = ["net_speed", "load_speed", "solver_speed", "score_speed", "data_speed"]
 
 
 def _devices() -> list[str]:

@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from bench.timing import best_seconds
 from torchcaffe.caffemodel import read_caffemodel, write_caffemodel
+from torchcaffe.progress import progress
 from torchcaffe.proto import caffe_pb2
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def _naive_decode(path: Path) -> list:
     net = caffe_pb2.NetParameter()
     net.ParseFromString(_read_bytes(path))
     arrays = []
-    for layer in tqdm(net.layer, desc="naive protobuf decode", leave=False):
+    for layer in progress(net.layer, desc="naive protobuf decode", leave=False):
         for blob in layer.blobs:
             arrays.append(np.array(list(blob.data), np.float32).reshape(tuple(blob.shape.dim)))
     return arrays

@@ -35,13 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
-from tqdm import tqdm
 
 from torchcaffe.atomic import write_text
 from data_layers.palette import save_label_png
 from data_layers.siftflow_layers import SUBFOLDER as SIFT_SUB
 from data_layers.voc_layers import sbd_segmentation
 from torchcaffe.errors import CaffeError
+from torchcaffe.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def convert_sbd(dataset_dir: Path, kinds: tuple[str, ...] = ("cls", "inst")) -> 
         mats = sorted((dataset_dir / kind).glob("*.mat"))
         if not mats:
             raise CaffeError(f"no .mat files in {dataset_dir / kind}; is {dataset_dir} SBD's dataset folder?")
-        for mat in tqdm(mats, desc=f"SBD {kind} -> png", unit="file"):
+        for mat in progress(mats, desc=f"SBD {kind} -> png", unit="file"):
             try:
                 gt = scipy.io.loadmat(mat)[f"GT{kind}"]
             except (OSError, ValueError, KeyError) as exc:

@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from tqdm import tqdm
 
 from data_layers.files import save_image, save_mat, write_lines
 from data_layers.palette import VOC_CLASSES, VOID, save_label_png
+from torchcaffe.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,8 @@ def generate(out: str | os.PathLike, seed: int = 0, train: int = 40, val: int = 
         "val": [f"synth{i:05d}" for i in range(train, train + val)],
     }
     items = [(image_id, split) for split, ids in splits.items() for image_id in ids]
-    for index, (image_id, split) in enumerate(tqdm(items, desc="synthetic scenes", unit="img")):
+    scenes = progress(items, desc="synthetic scenes", unit="img")
+    for index, (image_id, split) in enumerate(scenes):
         rgb, label, voc_label = render_scene(np.random.RandomState([seed, index]), height, width)
         _save_jpeg(voc / "JPEGImages" / f"{image_id}.jpg", rgb)
         save_label_png(voc / "SegmentationClass" / f"{image_id}.png", voc_label)

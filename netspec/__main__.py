@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from tqdm import tqdm
+from torchcaffe.progress import progress
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                      + ", ".join(NETS))
     if not 0 < args.width <= 1:
         parser.error(f"--width {args.width}: give a factor in (0, 1]")
-    for name in tqdm(names, desc="nets", unit="net", disable=len(names) < 2):
+    for name in progress(names, desc="nets", unit="net", disable=len(names) < 2):
         write_net(NETS[name], args.out, args.width)
     link_data_root(args.out)
     return 0

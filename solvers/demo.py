@@ -49,7 +49,6 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from tqdm import tqdm
 
 from caffe_backend import caffe
 from data_layers import synthetic
@@ -59,8 +58,11 @@ from solvers.curves import plot_curves
 from solvers.score import write_json
 from solvers.solve import (StageOptions, parse_iters, point_data_layers, run_chain,
                            stage_iters, working_directory)
+from torchcaffe import glog
 from torchcaffe.atomic import write_text
 from torchcaffe.errors import CaffeError
+from torchcaffe.floats import float32_text
+from torchcaffe.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +197,7 @@ def pretrain_base(folder: Path, deploy: Path, weights: Path, data_dir: Path, wid
         transplant(solver.net, caffe.Net(str(deploy), str(weights), caffe.TEST))
         interp(solver.net, [k for k in solver.net.params if "up" in k])
         chunk = 10
-        with tqdm(total=iters, desc="pretrain backbone", unit="it", dynamic_ncols=True) as bar:
+        with progress(total=iters, desc="pretrain backbone", unit="it", dynamic_ncols=True) as bar:
             while solver.iter < iters:
                 solver.step(min(chunk, iters - solver.iter))
                 bar.update(solver.iter - bar.n)
@@ -276,7 +278,7 @@ def results_table(rows: Sequence[dict]) -> str:
     lines = [header, "|" + "---|" * (3 + len(METRICS))]
     for row in rows:
         lines.append(f"| {STRIDE_NAMES.get(row['model'], row['model'])} | {row['iters']} | "
-                     f"{row['lr']:.3g} | "
+                     f"{float32_text(row['lr'])} | "
                      + " | ".join(_fmt(row[key]) for key, _ in METRICS) + " |")
     return "\n".join(lines)
 
@@ -348,7 +350,7 @@ def write_results(out: Path, config: DemoConfig, rows: list[dict], base: str,
                 "base_features": features, "ordering_8s_16s_32s": ordering(rows),
                 "findings": summary}
     write_json(out / "results.json", document)
-    lrs = " / ".join(f"{r['lr']:.3g}" for r in rows)
+    lrs = " / ".join(float32_text(r["lr"]) for r in rows)
     iters = " / ".join(str(r["iters"]) for r in rows)
     write_text(out / "results.md", "\n".join([
         "# FCN demo: staged 32s -> 16s -> 8s on the synthetic set", "",
@@ -449,7 +451,7 @@ def run_demo(out: Path, config: DemoConfig, seed: int = 0) -> dict:
                         opts=opts)
     images = config.val  # every held-out scene: objects are few and small
     rows = []
-    for result in tqdm(results, desc="skip effects", unit="stage"):
+    for result in progress(results, desc="skip effects", unit="stage"):
         row = stage_row(result)
         row["skip_changes_pct"] = skip_effects(result, images)
         rows.append(row)
@@ -489,10 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         iters = None if args.iters is None else stage_iters(parse_iters(args.iters), CHAIN)
     except CaffeError as exc:
         parser.error(str(exc))
-    # the console gets warnings and the progress bars; the run's train.log gets everything
-    console = logging.StreamHandler()
-    console.setLevel(logging.WARNING)
-    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # the console gets Caffe's lines and the progress bars; the run's train.log gets everything
+    console = glog.console_handler()
     root = logging.getLogger()
     root.addHandler(console)
     config = QUICK if args.quick else DEFAULT

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from torchcaffe.atomic import write_text
 from data_layers.palette import VOC_CLASSES, save_label_png
+from torchcaffe.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def compute_hist(net, save_dir, dataset: Sequence[str], layer: str = "score",
     total_loss = 0.0
     has_loss = bool(loss) and loss in net.blobs
     with torch.no_grad():
-        for image_id in tqdm(dataset, desc=f"scoring {layer}", unit="img", leave=False):
+        for image_id in progress(dataset, desc=f"scoring {layer}", unit="img", leave=False):
             net.forward()
             pred = _argmax_labels(net.blobs[layer])
             hist += fast_hist(net.blobs[gt].data[0, 0].astype(np.int64), pred, n_cl)

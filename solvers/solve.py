@@ -38,11 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Sequence
 
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from caffe_backend import caffe
+from torchcaffe import glog
 from torchcaffe.atomic import write_text
+from torchcaffe.floats import float32_text, float32_value
+from torchcaffe.progress import on_terminal, progress
 from data_layers.palette import VOC_CLASSES
 from solvers.curves import plot_curves
 from solvers.run_dir import RunDir
@@ -185,11 +187,12 @@ def emit_model(name: str, folder: Path, data_dir: Path | None,
 def console_around_bars() -> Iterator[None]:
     """Print the console's log lines around the progress bars (tqdm's
     logging_redirect_tqdm) at the console handler's own level. Without a
-    console handler on the root logger nothing is printed, as before."""
+    console handler on the root logger nothing is printed, as before; off a
+    terminal there are no bars to print around."""
     root = logging.getLogger()
     console = [h for h in root.handlers if type(h) is logging.StreamHandler
                and h.stream in (sys.stdout, sys.stderr)]
-    if not console:
+    if not console or not on_terminal():
         yield
         return
     with logging_redirect_tqdm():
@@ -360,7 +363,7 @@ def _run_schedule(solver, name, folder, run, opts, total, step_offset, result) -
 
     solver.add_callback(lambda: None, on_gradients_ready)
     display = solver.param.display or 20
-    bar = tqdm(total=total, initial=min(solver.iter, total), desc=f"{name} train",
+    bar = progress(total=total, initial=min(solver.iter, total), desc=f"{name} train",
                unit="it", dynamic_ncols=True)
     with bar:
         while solver.iter < total:
@@ -370,9 +373,10 @@ def _run_schedule(solver, name, folder, run, opts, total, step_offset, result) -
             solver.step(chunk)
             bar.update(chunk)
             lr = getattr(solver, "lr", None)
+            lr = None if lr is None else float32_value(lr)
             mean_loss = sum(losses) / len(losses) if losses else float("nan")
             result.lr = lr
-            bar.set_postfix(loss=f"{mean_loss:.4g}", lr=f"{lr:.3g}" if lr else "?")
+            bar.set_postfix(loss=f"{mean_loss:.4g}", lr="?" if lr is None else float32_text(lr))
             run.record(kind="train", stage=name, iter=solver.iter,
                        step=step_offset + solver.iter, loss=mean_loss, lr=lr)
             final = solver.iter >= total
@@ -507,11 +511,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--here", action="store_true",
                         help="train this one model in the current (model) folder")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
     if args.here and args.lr_scale != 1.0:
         parser.error("--lr-scale applies to the model folders the driver writes; with "
                      "--here edit base_lr in this folder's solver.prototxt")
+    with glog.console():
+        results = _solve(args, parser)
+    for result in results:
+        best = f"{result.best_mean_iu:.4f}" if math.isfinite(result.best_mean_iu) else "n/a"
+        lr = "n/a" if result.lr is None else float32_text(result.lr)
+        print(f"{result.name}: {result.iters} iterations at lr {lr}, best mean IU "
+              f"{best}, final weights {result.final}")
+    return 0
+
+
+def _solve(args, parser) -> list[StageResult]:
     try:
         if args.gpu is not None:
             caffe.set_device(args.gpu)
@@ -525,15 +538,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             root = args.out or Path("runs") / args.model
             data_dir = args.data.resolve()
-        results = run_chain(args.model, root, args.stages, args.weights, data_dir, opts,
-                            here=args.here)
+        return run_chain(args.model, root, args.stages, args.weights, data_dir, opts,
+                         here=args.here)
     except CaffeError as exc:
         parser.exit(1, f"solve.py: error: {exc}\n")
-    for result in results:
-        best = f"{result.best_mean_iu:.4f}" if math.isfinite(result.best_mean_iu) else "n/a"
-        print(f"{result.name}: {result.iters} iterations at lr {result.lr}, best mean IU "
-              f"{best}, final weights {result.final}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -90,3 +90,19 @@ def test_cli_writes_the_set(tmp_path, capsys):
     main(["--out", str(tmp_path), "--seed", "1", "--train", "2", "--val", "1", "--height", "20", "--width", "24"])
     assert "2 train / 1 val" in capsys.readouterr().out
     assert (tmp_path / "pascal/VOC2011/ImageSets/Segmentation/seg11valid.txt").read_text().split() == ["synth00002"]
+
+
+def test_mat_files_carry_no_creation_time(tmp_path, monkeypatch):
+    """scipy stamps the time into a .mat header; ours must not, or the same
+    seed gives other bytes a second later."""
+    import time
+
+    import scipy.io
+
+    from data_layers.files import save_mat
+
+    save_mat(tmp_path / "a.mat", {"S": np.eye(3)})
+    monkeypatch.setattr(time, "asctime", lambda *args: "Thu Jan  1 00:00:00 2099")
+    save_mat(tmp_path / "b.mat", {"S": np.eye(3)})
+    assert (tmp_path / "a.mat").read_bytes() == (tmp_path / "b.mat").read_bytes()
+    np.testing.assert_array_equal(scipy.io.loadmat(tmp_path / "b.mat")["S"], np.eye(3))

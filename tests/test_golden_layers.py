@@ -40,11 +40,9 @@ def check_forwards(net, golden, meta, count: int) -> None:
             assert net.blobs[blob].data.shape == tuple(shape), f"forward {k} {blob}"
 
 
-def check_written_file(net, golden, meta, workdir) -> None:
+def check_written_file(golden, meta, workdir) -> None:
     """HDF5Output: the file holds what Caffe wrote once the net is gone."""
     h5py = pytest.importorskip("h5py", reason="h5py (the test extra) reads HDF5Output's file")
-    del net
-    gc.collect()
     with h5py.File(workdir / meta["written_file"], "r") as written:
         for name, expected in arrays(golden, "written/").items():
             assert_close(written[name][()], expected, f"written/{name}", RTOL)
@@ -98,7 +96,9 @@ def test_layer_case_matches_caffe(folder, case, case_folders, tmp_path, monkeypa
         layer, index = key.rsplit("/", 1)
         assert_close(net.params[layer][int(index)].data, expected, f"param_after/{key}", RTOL)
     if meta.get("written_file"):
-        check_written_file(net, golden, meta, workdir)
+        del net  # the last reference: the writer closes its file
+        gc.collect()
+        check_written_file(golden, meta, workdir)
         return
     if not meta.get("backward", True):
         return

@@ -5,8 +5,11 @@
 `caffe.set_mode_gpu()`, `caffe.NetSpec`, `caffe.layers` / `caffe.params`,
 `caffe.layer_type_list()`.
 Names are imported on first use, so emitting prototxts never loads torch.
+Log lines print to stderr in Caffe's glog format (see `torchcaffe.glog`).
 """
 from importlib import import_module
+
+from . import glog as _glog
 
 TRAIN = 0
 TEST = 1
@@ -34,6 +37,8 @@ _EXPORTS = {
     "params": "torchcaffe.net_spec",
     "to_proto": "torchcaffe.net_spec",
     "layer_type_list": "torchcaffe.layer_types.base",
+    "init_log": "torchcaffe.glog",
+    "log": "torchcaffe.glog",
 }
 _SUBMODULES = {"proto", "coord_map", "net_spec", "io", "caffemodel"}
 
@@ -51,3 +56,6 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)
+
+
+_glog.install()

@@ -516,6 +516,8 @@ class Net:
                 writer_before[tid] = li
 
         self._steps = steps
+        self._written_by_forward = [blob for step in steps if step.impl.writes_blobs
+                                    for _, blob, _, _ in step.param_slots]
         self._blobs = blobs
         self._blob_names = blob_names
         self._layer_names = [s.name for s in steps]
@@ -670,6 +672,19 @@ class Net:
                 chunk[name] = part
             yield chunk
 
+    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """Hand arrays to the net's MemoryData layer (pycaffe's: it must be the
+        first layer): 4-d float32 C-contiguous data and labels of the same num,
+        a multiple of the layer's batch_size. Forwards then read them batch by
+        batch, wrapping at the end."""
+        from .layer_types.data import MemoryDataLayer
+
+        first = self._steps[0].impl if self._steps else None
+        if not isinstance(first, MemoryDataLayer):
+            raise CaffeError(f"{self._source}: set_input_arrays may only be called if the "
+                             "first layer is a MemoryData layer")
+        first.set_input_arrays(data, labels)
+
     def reshape(self) -> None:
         """Propagate the input blobs' shapes through every layer (Caffe's Net::Reshape)."""
         for step in self._steps:
@@ -714,6 +729,8 @@ class Net:
             if self._device.type != "cpu":
                 for blob in self._learnable:
                     blob._data.device()
+                for blob in self._written_by_forward:
+                    blob._data.device_for_write()
             if record:
                 for blob, need in zip(self._input_blobs, self._input_need_grad):
                     if need:

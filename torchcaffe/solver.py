@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Callable
 
@@ -48,6 +49,7 @@ from google.protobuf import text_format
 
 from . import mode
 from .errors import CaffeError
+from .glog import caffe_float, loss_note
 from .lr_policy import check_policy, learning_rate
 from .net import TEST, TRAIN, Net
 from .proto import caffe_pb2
@@ -123,6 +125,16 @@ def _load_param(solver_file, source: str | None = None) -> tuple[caffe_pb2.Solve
 
 # ---------------------------------------------------------------- the solver
 
+class SolverAction(Enum):
+    """What an action function (`set_action_function`) asks the solver to do
+    at its next check: Caffe's SolverAction (the `caffe` tool maps SIGINT /
+    SIGHUP to these)."""
+
+    NONE = "none"
+    STOP = "stop"
+    SNAPSHOT = "snapshot"
+
+
 class SGDSolver:
     """Stochastic gradient descent with momentum:
     history = momentum * history + rate * lr_mult * diff; data -= history.
@@ -158,6 +170,9 @@ class SGDSolver:
         self.smoothed_loss = 0.0
         self._losses: list[float] = []
         self._callbacks: list[tuple[Callable, Callable]] = []
+        self._action_function: Callable[[], SolverAction] | None = None
+        self.requested_early_exit = False
+        self._iterations_last = 0  # the iteration of the last display, across step() calls
         self.test_scores: list[dict[str, float]] = []
         params = self.net.learnable_params
         device = params[0].leaf.device if params else mode.device()
@@ -217,6 +232,8 @@ class SGDSolver:
             raise self._error("give either net or net_param, not both")
         sources: list[caffe_pb2.NetParameter] = list(p.test_net_param)
         sources += [read_net_prototxt(path) for path in p.test_net]
+        origins = (["test_net_param"] * len(p.test_net_param)
+                   + [f"test_net file: {path}" for path in p.test_net])
         explicit = len(sources)
         generic = p.HasField("net") or p.HasField("net_param")
         if (len(p.test_iter) < explicit) if generic else (len(p.test_iter) != explicit):
@@ -225,6 +242,7 @@ class SGDSolver:
         for _ in range(len(p.test_iter) - explicit):
             sources.append(p.net_param if p.HasField("net_param")
                            else read_net_prototxt(p.net))
+            origins.append("net_param" if p.HasField("net_param") else f"net file: {p.net}")
         if len(p.test_state) and len(p.test_state) != len(sources):
             raise self._error("test_state must be unspecified or given once per test net")
         if sources and p.test_interval <= 0:
@@ -238,7 +256,7 @@ class SGDSolver:
             if len(p.test_state):
                 state.MergeFrom(p.test_state[i])
             net_param.state.CopyFrom(state)
-            log.info("Creating test net (#%d)", i)
+            log.info("Creating test net (#%d) specified by %s", i, origins[i])
             nets.append(Net(net_param, keep_diffs=False))
         return nets
 
@@ -259,13 +277,21 @@ class SGDSolver:
         `on_gradients_ready` before its update (pycaffe's add_callback)."""
         self._callbacks.append((on_start, on_gradients_ready))
 
+    def set_action_function(self, function: Callable[[], SolverAction] | None) -> None:
+        """Ask `function()` once per iteration (and per test batch) whether to
+        snapshot or stop early (Caffe's Solver::SetActionFunction)."""
+        self._action_function = function
+
+    def _requested_action(self) -> SolverAction:
+        return self._action_function() if self._action_function else SolverAction.NONE
+
     def step(self, iters: int) -> None:
         """Run `iters` iterations (Caffe's Solver::Step)."""
         p = self.param
         start_iter, stop_iter = self.iter, self.iter + int(iters)
         self._losses = []
         self.smoothed_loss = 0.0
-        timer, iters_last = time.perf_counter(), self.iter
+        timer = time.perf_counter()  # restarted by every step() call, as Caffe's
         net = self.net
         last_layer = len(net.layers) - 1
         while self.iter < stop_iter:
@@ -273,6 +299,8 @@ class SGDSolver:
             if p.test_interval and self.iter % p.test_interval == 0 and (
                     self.iter > 0 or p.test_initialization):
                 self.test_all()
+                if self.requested_early_exit:
+                    break  # a stop was requested while testing
             for on_start, _ in self._callbacks:
                 on_start()
             display = p.display and self.iter % p.display == 0
@@ -285,24 +313,29 @@ class SGDSolver:
             self._update_smoothed_loss(float(loss), start_iter)
             if display:
                 lapse = time.perf_counter() - timer
-                log.info("Iteration %d (%.4g iter/s, %.4gs/%d iters), loss = %.6g", self.iter,
-                         (self.iter - iters_last) / (lapse or 1), lapse, p.display,
-                         self.smoothed_loss)
-                timer, iters_last = time.perf_counter(), self.iter
+                log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter,
+                         caffe_float((self.iter - self._iterations_last) / (lapse or 1)),
+                         caffe_float(lapse), p.display, caffe_float(self.smoothed_loss))
+                timer, self._iterations_last = time.perf_counter(), self.iter
                 self._log_outputs(net, "Train", {
                     name: net.blobs[name].data.ravel() for name in net.outputs})
             for _, on_gradients_ready in self._callbacks:
                 on_gradients_ready()
             self.apply_update()
             self.iter += 1
-            if p.snapshot and self.iter % p.snapshot == 0:
+            request = self._requested_action()
+            if (p.snapshot and self.iter % p.snapshot == 0) or request is SolverAction.SNAPSHOT:
                 self.snapshot()
+            if request is SolverAction.STOP:
+                self.requested_early_exit = True
+                break
 
     def solve(self, resume_file: str | os.PathLike | None = None) -> None:
         """Train to `max_iter` (Caffe's Solver::Solve), resuming first if asked."""
         p = self.param
         log.info("Solving %s", self.net.name)
         log.info("Learning Rate Policy: %s", p.lr_policy)
+        self.requested_early_exit = False
         if resume_file is not None:
             log.info("Restoring previous solver status from %s", os.fspath(resume_file))
             self.restore(resume_file)
@@ -310,12 +343,15 @@ class SGDSolver:
         self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
+        if self.requested_early_exit:
+            log.info("Optimization stopped early.")
+            return
         if p.display and self.iter % p.display == 0:
             # one more forward, only to show the loss of the final weights
             with torch.no_grad():
                 self.net._forward(0, len(self.net.layers) - 1)
             self._update_smoothed_loss(float(_f32(self.net.loss())), start_iter)
-            log.info("Iteration %d, loss = %.6g", self.iter, self.smoothed_loss)
+            log.info("Iteration %d, loss = %s", self.iter, caffe_float(self.smoothed_loss))
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
         log.info("Optimization Done.")
@@ -334,18 +370,22 @@ class SGDSolver:
     @staticmethod
     def _log_outputs(net: Net, kind: str, values: dict[str, np.ndarray]) -> None:
         index = 0
+        weights = output_loss_weights(net)
         for name, array in values.items():
-            weight = net._loss_weights.get(net._blob_names.index(name), 0.0)
             for value in np.asarray(array).ravel():
-                note = f" (* {weight:g} = {weight * value:.6g} loss)" if weight else ""
-                log.info("    %s net output #%d: %s = %.6g%s", kind, index, name, value, note)
+                log.info("    %s net output #%d: %s = %s%s", kind, index, name,
+                         caffe_float(value), loss_note(weights[name], value))
                 index += 1
 
     # ------------------------------------------------------------ testing
     def test_all(self) -> list[dict[str, float]]:
         """Run every test net for its test_iter batches (Caffe's TestAll);
         returns (and keeps in `test_scores`) each net's mean outputs."""
-        self.test_scores = [self.test(i) for i in range(len(self.test_nets))]
+        self.test_scores = []
+        for i in range(len(self.test_nets)):
+            if self.requested_early_exit:
+                break
+            self.test_scores.append(self.test(i))
         return self.test_scores
 
     def test(self, index: int = 0) -> dict[str, float]:
@@ -359,6 +399,10 @@ class SGDSolver:
         loss = 0.0
         with torch.no_grad():
             for _ in range(iters):
+                self._handle_requests_while_testing()
+                if self.requested_early_exit:
+                    log.info("Test interrupted.")
+                    return {}
                 net._forward(0, len(net.layers) - 1)
                 if self.param.test_compute_loss:
                     loss += net.loss()
@@ -366,11 +410,21 @@ class SGDSolver:
                     value = net.blobs[name].data.astype(np.float32).ravel()
                     sums[name] = sums[name] + value if name in sums else value.copy()
         if self.param.test_compute_loss:
-            log.info("Test loss: %.6g", loss / iters)
+            log.info("Test loss: %s", caffe_float(loss / iters))
         means = {name: total / iters for name, total in sums.items()}
         self._log_outputs(net, "Test", means)
         return {f"{name}#{k}" if len(v) > 1 else name: float(x)
                 for name, v in means.items() for k, x in enumerate(v)}
+
+    def _handle_requests_while_testing(self) -> None:
+        """Caffe's Test(): act on every pending request before each batch."""
+        request = self._requested_action()
+        while request is not SolverAction.NONE:
+            if request is SolverAction.SNAPSHOT:
+                self.snapshot()
+            elif request is SolverAction.STOP:
+                self.requested_early_exit = True
+            request = self._requested_action()
 
     # ------------------------------------------------------------ the update
     def apply_update(self) -> None:
@@ -380,7 +434,7 @@ class SGDSolver:
         rate, self.current_step = learning_rate(p, self.iter, self.current_step)
         self.lr = float(rate)
         if p.display and self.iter % p.display == 0:
-            log.info("Iteration %d, lr = %.6g", self.iter, self.lr)
+            log.info("Iteration %d, lr = %s", self.iter, caffe_float(self.lr))
         blobs = self.net.learnable_params
         if not blobs:
             return
@@ -615,6 +669,12 @@ class _DataState:
         log.info("restored the data order and random state from %s", self.path)
 
 
+def output_loss_weights(net: Net) -> dict[str, float]:
+    """Each output blob's loss weight (0 for a non-loss output)."""
+    return {name: net._loss_weights.get(net._blob_names.index(name), 0.0)
+            for name in net.outputs}
+
+
 def _stateful_layers(net: Net):
     """(layer handle, Python layer instance) for layers that can save their state."""
     for handle in net.layers:
@@ -770,9 +830,10 @@ SOLVER_TYPES: dict[str, type[SGDSolver]] = {
                                    AdaDeltaSolver, AdamSolver)}
 
 
-def get_solver(solver_file) -> SGDSolver:
-    """The solver its prototxt's `type` (or legacy `solver_type`) names."""
-    param, source = _load_param(solver_file)
+def get_solver(solver_file, *, source: str | None = None) -> SGDSolver:
+    """The solver its prototxt's `type` (or legacy `solver_type`) names
+    (`source` names a `SolverParameter` in error messages)."""
+    param, source = _load_param(solver_file, source)
     cls = SOLVER_TYPES.get(param.type)
     if cls is None:
         raise CaffeError(f"solver {source}: unknown solver type '{param.type}' (known: "

@@ -19,9 +19,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tqdm import tqdm
-
 from torchcaffe.errors import CaffeError
+from torchcaffe.progress import progress as progress_bar
 from weights.registry import REGISTRY, lookup
 
 log = logging.getLogger(__name__)
@@ -126,7 +125,7 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> bool:
         remaining = int(length) if length is not None else None
         total = None if remaining is None else offset + remaining
         received = 0
-        with open(part, "ab" if offset else "wb") as out, tqdm(
+        with open(part, "ab" if offset else "wb") as out, progress_bar(
                 total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=part.name.removesuffix(".part"), disable=not progress) as bar:
             while block := response.read(CHUNK):

@@ -48,6 +48,9 @@ class CaffeLayer:
     #: set by the net: this in-place layer may overwrite its bottom tensor
     #: when no autograd graph is recorded (no other layer reads that tensor)
     overwrite_ok: bool = False
+    #: forward changes `self.blobs` in place (BatchNorm's running statistics),
+    #: so the net treats their device copies as the newest afterwards
+    writes_blobs: bool = False
 
     def __init__(self, param, phase: int):
         self.param = param  # caffe_pb2.LayerParameter

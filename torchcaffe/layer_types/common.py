@@ -30,6 +30,15 @@ def is_in_place(layer: CaffeLayer) -> bool:
     return len(p.top) > 0 and len(p.bottom) > 0 and p.top[0] == p.bottom[0]
 
 
+def legacy_shape(layer: CaffeLayer, shape: Shape, what: str) -> tuple[int, int, int, int]:
+    """(num, channels, height, width) as Caffe's legacy accessors read a blob
+    of at most 4 axes: missing trailing axes count as 1."""
+    if len(shape) > 4:
+        raise layer.error(f"{what} of shape {list(shape)} has more than the 4 axes "
+                          "(num, channels, height, width) this layer works on")
+    return tuple(shape) + (1,) * (4 - len(shape))
+
+
 def check_same_shapes(layer: CaffeLayer, bottom_shapes: list[Shape]) -> None:
     for i, shape in enumerate(bottom_shapes[1:], start=1):
         if tuple(shape) != tuple(bottom_shapes[0]):

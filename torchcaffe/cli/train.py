@@ -1,0 +1,119 @@
+"""`torchcaffe train`: train or fine-tune a model, as `caffe train`.
+
+    torchcaffe train -solver solver.prototxt [-weights a.caffemodel,b.caffemodel]
+                     [-snapshot x.solverstate] [-gpu 0] [-iterations N]
+                     [-sigint_effect stop] [-sighup_effect snapshot]
+
+SIGINT and SIGHUP do what `-sigint_effect` / `-sighup_effect` say (stop,
+snapshot or none; Caffe's defaults: SIGINT stops, and the final snapshot is
+still written; SIGHUP snapshots and training goes on). The solver asks for
+a pending signal once per iteration and before each test batch, as Caffe's
+SignalHandler is asked. `-iterations`, when given, replaces the solver's
+max_iter (Caffe's train ignores that flag).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+
+from ..solver import SolverAction, get_solver, read_solver_prototxt
+from .flags import GPU, LEVEL, STAGE, Flag, FlagError, comma_list, gpu_ids, use_device
+
+log = logging.getLogger(__name__)
+
+_EFFECTS = "stop, snapshot or none"
+FLAGS = (
+    Flag("solver", str, "", "the solver definition prototxt"),
+    Flag("weights", str, "", "caffemodel(s) to fine-tune from, separated by ','; not with "
+                             "-snapshot"),
+    Flag("snapshot", str, "", "a .solverstate to resume training from"),
+    GPU,
+    Flag("iterations", int, 0, "train to this iteration (default: the solver's max_iter)"),
+    Flag("sigint_effect", str, "stop", f"on SIGINT: {_EFFECTS} (default stop)"),
+    Flag("sighup_effect", str, "snapshot", f"on SIGHUP: {_EFFECTS} (default snapshot)"),
+    LEVEL,
+    STAGE,
+)
+
+
+def signal_effect(flag: str, value: str) -> SolverAction:
+    try:
+        return SolverAction(value)
+    except ValueError:
+        raise FlagError(f"train: flag -{flag} must be {_EFFECTS}, got '{value}'") from None
+
+
+class SignalRequests:
+    """Caffe's SignalHandler: SIGINT / SIGHUP only note that they came; the
+    solver's action function reads (and clears) them, SIGHUP first."""
+
+    def __init__(self, on_sigint: SolverAction, on_sighup: SolverAction):
+        self._effects = {signal.SIGINT: on_sigint}
+        if hasattr(signal, "SIGHUP"):  # not on Windows
+            self._effects = {signal.SIGHUP: on_sighup, **self._effects}
+        self._pending: set[int] = set()
+        self._previous: dict[int, object] = {}
+
+    def _note(self, signum, frame) -> None:
+        self._pending.add(signum)
+
+    def requested_action(self) -> SolverAction:
+        for signum, effect in self._effects.items():
+            if signum in self._pending:
+                self._pending.discard(signum)
+                return effect
+        return SolverAction.NONE
+
+    def __enter__(self) -> "SignalRequests":
+        self._previous = {s: signal.signal(s, self._note) for s in self._effects}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def run(values: dict) -> int:
+    solver_file = values["solver"]
+    if not solver_file:
+        raise FlagError("train: give the solver definition: -solver solver.prototxt")
+    if values["snapshot"] and values["weights"]:
+        raise FlagError("train: give -snapshot to resume training or -weights to fine-tune, "
+                        "not both")
+    on_sigint = signal_effect("sigint_effect", values["sigint_effect"])
+    on_sighup = signal_effect("sighup_effect", values["sighup_effect"])
+    if values["iterations"] < 0:
+        raise FlagError(f"train: flag -iterations must be positive, got {values['iterations']}")
+    param = read_solver_prototxt(solver_file)
+    param.train_state.level = values["level"]
+    param.train_state.stage.extend(comma_list(values["stage"]))
+    if values["iterations"]:
+        log.info("max_iter %d -> %d (-iterations)", param.max_iter, values["iterations"])
+        param.max_iter = values["iterations"]
+
+    ids = gpu_ids(values["gpu"])
+    if not values["gpu"] and param.HasField("solver_mode") \
+            and param.solver_mode == param.SolverMode.GPU:
+        ids = [param.device_id]  # the solver asks for a GPU (device_id defaults to 0)
+    if len(ids) > 1:
+        raise FlagError(f"train: -gpu {values['gpu']} names {len(ids)} devices; multi-GPU "
+                        "training comes with distributed training, give one device for now "
+                        "(e.g. -gpu 0)")
+    if ids:
+        log.info("Using GPUs %d", ids[0])
+    use_device(ids)
+
+    with SignalRequests(on_sigint, on_sighup) as requests:
+        solver = get_solver(param, source=solver_file)
+        solver.set_action_function(requests.requested_action)
+        if values["snapshot"]:
+            log.info("Resuming from %s", values["snapshot"])
+            solver.restore(values["snapshot"])
+        for weights in comma_list(values["weights"]):
+            log.info("Finetuning from %s", weights)
+            for net in (solver.net, *solver.test_nets):
+                net.copy_from(weights)
+        log.info("Starting Optimization")
+        solver.solve()
+    log.info("Optimization Done.")
+    return 0
