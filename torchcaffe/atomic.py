@@ -8,8 +8,8 @@ prototxts, images, downloads' final rename) goes through here.
 
 Temporary names are `.<destination name>.<pid>.<random><suffix>`: a process
 killed mid-write leaves its temporary file behind, and `remove_stale_temps`
-(run by writers at start) deletes those whose writer process no longer
-exists. A failed write (disk full, read-only or forbidden folder) is a
+(run by a writer of many files, e.g. the solver for its snapshot prefix, when
+it starts) deletes those whose writer process no longer exists. A failed write (disk full, read-only or forbidden folder) is a
 `CaffeError` naming the destination, not the temporary file.
 """
 from __future__ import annotations
@@ -84,7 +84,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path.parent, path.name)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
                                    suffix=path.suffix)
         os.close(fd)

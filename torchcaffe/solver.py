@@ -536,7 +536,7 @@ class SGDSolver:
         sidecar = state_file.removesuffix(".solverstate") + DATASTATE_SUFFIX
         data_state = None
         if os.path.lexists(sidecar):
-            data_state = self._read_datastate(sidecar)
+            data_state = _DataState.read(sidecar, self._nets())
         else:
             log.info("no %s beside the solverstate: the data order restarts", sidecar)
         # all checked: only the sidecar's set_state calls can still refuse, and they undo themselves
@@ -570,10 +570,6 @@ class SGDSolver:
                               f"{exc}") from None
         with atomic_output(path) as out:
             out.write(text.encode("utf-8"))
-
-    def _read_datastate(self, path: str) -> "_DataState":
-        """The sidecar's content, checked against this solver's nets; applied later."""
-        return _DataState.read(path, self._nets())
 
 
 class _DataState:
