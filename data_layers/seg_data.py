@@ -293,7 +293,11 @@ class Sampler:
 
     def set_rng_state(self, state: Sequence) -> None:
         version, internal, gauss_next = state
-        self.rng.setstate((version, tuple(internal), gauss_next))
+        state = (version, tuple(internal), gauss_next)
+        # setstate overwrites the generator word by word before it finds a bad
+        # one: try it on a scratch generator so a refused state changes nothing
+        random.Random().setstate(state)
+        self.rng.setstate(state)
 
 
 class Prefetcher:
@@ -418,7 +422,7 @@ class SegDataLayer(caffe.Layer):
         if rng is not None:
             try:
                 self._sampler.set_rng_state(rng)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise CaffeError(f"{layer}: the sampling state's generator state is malformed: {exc}") from None
         self._sampler.idx = idx
 
