@@ -16,7 +16,8 @@ from typing import BinaryIO
 def open_regular(path: str | os.PathLike) -> BinaryIO:
     """Open `path` for binary reading if it is a regular file (following links)."""
     # O_NONBLOCK: opening a FIFO without a writer returns at once instead of blocking
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_BINARY", 0))
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
@@ -24,7 +25,8 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
         if not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket?)",
                           os.fspath(path))
-        os.set_blocking(fd, True)
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
