@@ -27,6 +27,7 @@ import numpy as np
 
 from data_layers.seg_data import Param, SegDataLayer, load_bgr, load_mat
 from torchcaffe.errors import CaffeError
+from torchcaffe.regular_file import read_regular_bytes
 
 MEAN_BGR = np.array((104.007, 116.669, 122.679), dtype=np.float32)
 #: task-file name -> full-list name, where the two files disagree
@@ -36,7 +37,7 @@ TASK_NAME_IN_FULL_LIST = {"diningtable": "table", "bedcloth": "bedclothes", "clo
 def read_label_names(path: Path, layer: str) -> list[tuple[int, str]]:
     """The `(code, name)` pairs of a `<code>: <name>` file, names without spaces."""
     try:
-        lines = path.read_text().splitlines()
+        lines = read_regular_bytes(path).decode("utf-8", errors="replace").splitlines()
     except OSError as exc:
         raise CaffeError(f"{layer}: cannot read the label list {path}: {exc.strerror or exc}") from None
     entries = []

@@ -15,7 +15,15 @@ layers:
   `split` (evaluation splits are always read in file order)
 - `seed` (default None): seed of the order; None seeds from the system
 - `prefetch` (default 0): load this many upcoming samples on a background
-  thread; the order of samples does not change
+  thread; the order of samples does not change. The depth is capped at the
+  split's size and at `MAX_PREFETCH`.
+
+Files. Every file is read only if it is a regular file (a FIFO would block
+the reader forever); any read or decode error, a decompression bomb
+included, is a `CaffeError` naming the layer, the image id and the file.
+Label images must be 8-bit (palette or gray): wider labels would wrap to
+wrong classes without a word. All tops of one sample must agree in height
+and width.
 
 Training options of the paper's studies (all off by default, as the
 reference nets have them; each forward draws them afresh, from a generator
@@ -73,9 +81,13 @@ from PIL import Image
 
 from caffe_backend import caffe
 from data_layers.palette import VOID
-from torchcaffe.errors import CaffeError
+from torchcaffe.errors import CaffeError, clip
+from torchcaffe.regular_file import open_regular, read_regular_bytes
 
 log = logging.getLogger(__name__)
+
+#: Most samples a layer loads ahead (each is held in memory until used)
+MAX_PREFETCH = 64
 
 #: The mean (BGR) the reference VOC / SBDD nets subtract.
 VOC_MEAN_BGR = (104.00699, 116.66877, 122.67892)
@@ -166,7 +178,7 @@ def parse_mean(value: Any, layer: str) -> np.ndarray:
 def read_split(path: Path, layer: str) -> list[str]:
     """The image ids listed one per line in a split file."""
     try:
-        ids = path.read_text().splitlines()
+        ids = read_regular_bytes(path).decode("utf-8", errors="replace").splitlines()
     except OSError as exc:
         raise CaffeError(f"{layer}: cannot read the split file {path}: {exc.strerror or exc}") from None
     ids = [line.strip() for line in ids if line.strip()]
@@ -178,15 +190,24 @@ def read_split(path: Path, layer: str) -> list[str]:
 # -- loading one file ------------------------------------------------------------
 
 
+def _read_error(layer: str, image_id: str, path: Path, exc: BaseException) -> CaffeError:
+    if isinstance(exc, FileNotFoundError):
+        return CaffeError(f"{layer}: image '{image_id}': no file {path}")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return CaffeError(f"{layer}: image '{image_id}': cannot read {path}: "
+                      f"{type(exc).__name__}: {clip(reason, 300)}")
+
+
 def _open_image(path: Path, image_id: str, layer: str) -> np.ndarray:
+    """The pixels of an image file; mode I;16 and the like keep their width."""
     try:
-        with Image.open(path) as image:
+        with open_regular(path) as f, Image.open(f) as image:
             image.load()
             return np.array(image)
-    except FileNotFoundError:
-        raise CaffeError(f"{layer}: image '{image_id}': no file {path}") from None
-    except OSError as exc:  # PIL.UnidentifiedImageError, truncated files, ...
-        raise CaffeError(f"{layer}: image '{image_id}': cannot read {path}: {exc}") from None
+    # PIL raises OSError for truncated files, DecompressionBombError, ValueError,
+    # SyntaxError (corrupt headers) and others for hostile ones
+    except (Exception, MemoryError) as exc:
+        raise _read_error(layer, image_id, path, exc) from None
 
 
 def load_bgr(path: Path, image_id: str, mean: np.ndarray, layer: str) -> np.ndarray:
@@ -231,17 +252,21 @@ def load_label_png(path: Path, image_id: str, layer: str) -> np.ndarray:
             f"{layer}: image '{image_id}': label {path} must be a palette or gray image of class "
             f"indices, not colour (shape {pixels.shape})"
         )
-    return pixels.astype(np.uint8)[np.newaxis]
+    if pixels.dtype != np.uint8:
+        raise CaffeError(
+            f"{layer}: image '{image_id}': label {path} has {pixels.dtype} pixels; labels must "
+            "be 8-bit class indices (a wider image would wrap to wrong classes)"
+        )
+    return pixels[np.newaxis]
 
 
 def load_mat(path: Path, image_id: str, key: str, layer: str) -> np.ndarray:
     """Variable `key` of a MATLAB file."""
     try:
-        variables = scipy.io.loadmat(path)
-    except FileNotFoundError:
-        raise CaffeError(f"{layer}: image '{image_id}': no file {path}") from None
-    except (OSError, ValueError, TypeError, NotImplementedError) as exc:
-        raise CaffeError(f"{layer}: image '{image_id}': cannot read {path}: {exc}") from None
+        with open_regular(path) as f:
+            variables = scipy.io.loadmat(f)
+    except (Exception, MemoryError) as exc:  # truncated or hostile files raise anything
+        raise _read_error(layer, image_id, path, exc) from None
     if key not in variables:
         found = sorted(k for k in variables if not k.startswith("__"))
         raise CaffeError(f"{layer}: image '{image_id}': {path} has no variable '{key}' (has {found})")
@@ -249,9 +274,20 @@ def load_mat(path: Path, image_id: str, key: str, layer: str) -> np.ndarray:
 
 
 def as_label(values: np.ndarray, path: Path, image_id: str, layer: str) -> np.ndarray:
-    """A 2-D label array as 1 x H x W uint8, cast as the reference casts (wrapping)."""
+    """A 2-D label array of whole numbers in 0..255 as 1 x H x W uint8 (the
+    reference's cast would wrap other values into wrong classes)."""
     if values.ndim != 2:
         raise CaffeError(f"{layer}: image '{image_id}': the label in {path} is not 2-D (shape {values.shape})")
+    if values.dtype != np.uint8:
+        if values.dtype.kind not in "uif":
+            raise CaffeError(f"{layer}: image '{image_id}': the label in {path} holds "
+                             f"{values.dtype} values, not class indices")
+        with np.errstate(invalid="ignore"):
+            bad = ~((values >= 0) & (values <= 255) & (values == np.round(values)))
+        if bad.any():
+            raise CaffeError(f"{layer}: image '{image_id}': the label in {path} has "
+                             f"{int(bad.sum())} values that are not class indices 0..255 "
+                             f"(e.g. {values[bad].flat[0]!r})")
     return values.astype(np.uint8)[np.newaxis]
 
 
@@ -292,7 +328,11 @@ class Sampler:
 
     def set_rng_state(self, state: Sequence) -> None:
         version, internal, gauss_next = state
-        self.rng.setstate((version, tuple(internal), gauss_next))
+        state = (version, tuple(internal), gauss_next)
+        # setstate overwrites the generator word by word before it finds a bad
+        # one: try it on a scratch generator so a refused state changes nothing
+        random.Random().setstate(state)
+        self.rng.setstate(state)
 
 
 class Prefetcher:
@@ -440,9 +480,10 @@ class SegDataLayer(caffe.Layer):
         self.indices = read_split(self.split_path(), layer)
         randomize = params["randomize"] and "train" in self.split
         self._sampler = Sampler(len(self.indices), random.Random(params["seed"]) if randomize else None)
-        self._prefetcher = (
-            Prefetcher(self._load_sample, params["prefetch"], layer) if params["prefetch"] else None
-        )
+        depth = min(params["prefetch"], len(self.indices), MAX_PREFETCH)
+        if depth < params["prefetch"]:
+            log.info("%s: prefetch %d capped at %d", layer, params["prefetch"], depth)
+        self._prefetcher = Prefetcher(self._load_sample, depth, layer) if depth else None
         self._sample: tuple[int, list[np.ndarray]] | None = None
         self._augment = Augmenter(params, [name in self.LABEL_TOPS for name in names], layer)
         log.info("%s: %d images in split '%s' (%s order)", layer, len(self.indices), self.split,
@@ -495,7 +536,7 @@ class SegDataLayer(caffe.Layer):
         if rng is not None:
             try:
                 self._sampler.set_rng_state(rng)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise CaffeError(f"{layer}: the sampling state's generator state is malformed: {exc}") from None
         self._sampler.idx = idx
         augment = state.get("augment")
@@ -510,7 +551,15 @@ class SegDataLayer(caffe.Layer):
 
     def _load_sample(self, index: int) -> list[np.ndarray]:
         image_id = self.indices[index]
-        return [self.load_top(name, image_id) for name in self.top_names()]
+        names = self.top_names()
+        arrays = [self.load_top(name, image_id) for name in names]
+        sizes = {name: array.shape[-2:] for name, array in zip(names, arrays)}
+        if len(set(sizes.values())) > 1:
+            listed = ", ".join(f"{name} {h}x{w}" for name, (h, w) in sizes.items())
+            raise CaffeError(f"{type(self).__name__}: image '{image_id}': its files differ in "
+                             f"size ({listed}); every top of a sample must have the image's "
+                             "height and width")
+        return arrays
 
     def _current_sample(self) -> list[np.ndarray]:
         # Caffe calls reshape at setup and before every forward: load once per sample

@@ -15,6 +15,7 @@ from google.protobuf import text_format
 from torchcaffe.caffemodel import LayerBlobs, blob_for_target, read_caffemodel, write_caffemodel
 from torchcaffe.errors import CaffeError
 from torchcaffe.proto import caffe_pb2
+from torchcaffe.prototxt import parse_net_text
 
 from golden_sets import file_params, unpacked
 
@@ -386,10 +387,15 @@ def test_value_count_must_match_shape(tmp_path):
         read_caffemodel(path)
 
 
-def test_v1_layers_win_over_current_layers_as_in_caffe(tmp_path):
+def test_mixed_layer_formats_are_refused_as_in_caffe(tmp_path):
+    # Caffe's UpgradeV1Net fails fatally on a net holding both 'layer' and 'layers'
     net = caffe_pb2.NetParameter()
     net.layer.add(name="new_style", type="ReLU")
     net.layers.add(name="old_style", type=caffe_pb2.V1LayerParameter.TANH)
     path = tmp_path / "mixed.caffemodel"
     path.write_bytes(net.SerializeToString())
-    assert [(l.name, l.type) for l in read_caffemodel(path)] == [("old_style", "TanH")]
+    with pytest.raises(CaffeError, match=r"mixed\.caffemodel: has both 'layer' and legacy 'layers'"):
+        read_caffemodel(path)
+    text = 'layer { name: "a" type: "ReLU" } layers { name: "b" type: TANH }'
+    with pytest.raises(CaffeError, match=r"mixed\.prototxt: has both"):
+        parse_net_text(text, "mixed.prototxt")

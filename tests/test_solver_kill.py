@@ -1,14 +1,18 @@
 """A run killed (SIGKILL) in the middle of writing a snapshot loses nothing it
 had: the previous snapshot stays byte-identical and restorable, and no
-half-written file takes a snapshot's final name."""
+half-written file takes a snapshot's final name; the next run removes the
+killed writer's temporary file."""
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 NET = """
 layer { name: "input" type: "Input" top: "data" top: "label"
@@ -71,8 +75,11 @@ def test_kill_during_snapshot_keeps_the_previous_one(tmp_path, stall):
     marker = tmp_path / "stalled"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
+    # the child imports this checkout's torchcaffe, whatever is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     child = subprocess.Popen([sys.executable, str(script), str(solver_file), str(marker), stall],
-                             stderr=subprocess.PIPE)
+                             stderr=subprocess.PIPE, env=env)
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():
@@ -98,7 +105,29 @@ def test_kill_during_snapshot_keeps_the_previous_one(tmp_path, stall):
         assert "train_iter_4.caffemodel" not in visible
     for name, content in previous.items():
         assert (tmp_path / "snap" / name).read_bytes() == content
-    # and it restores: iter 2, the weights written then
+    stale = [n for n in names if n.startswith(".train_iter_4.")]
+    assert len(stale) == 1
+    # the next run removes the killed writer's temporary file, and restores:
+    # iter 2, the weights written then
     solver = torchcaffe.SGDSolver(str(solver_file))
+    assert not (tmp_path / "snap" / stale[0]).exists()
     solver.restore(str(tmp_path / "snap" / "train_iter_2.solverstate"))
     assert solver.iter == 2
+
+
+def test_temp_files_of_live_writers_are_kept(tmp_path):
+    from torchcaffe.atomic import remove_stale_temps
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    names = {
+        f".train_iter_8.caffemodel.{dead}.k2j_x9.caffemodel": False,  # writer gone
+        f".train_iter_8.solverstate.{os.getpid()}.a1b2.solverstate": True,  # this process
+        f".train_iter_8.solverstate.{os.getppid()}.a1b2.solverstate": True,  # a live one
+        "train_iter_8.caffemodel": True,  # not a temporary file
+        f".val_iter_8.caffemodel.{dead}.q.caffemodel": True,  # another prefix
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    remove_stale_temps(tmp_path, "train_iter_")
+    assert {n: (tmp_path / n).exists() for n in names} == names

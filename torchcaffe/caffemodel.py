@@ -30,7 +30,7 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 from torchcaffe.errors import CaffeError
-from torchcaffe.upgrade import upgrade_net_param, v0_type_to_v1, v1_type_name
+from torchcaffe.upgrade import MIXED_FORMATS, upgrade_net_param, v0_type_to_v1, v1_type_name
 from torchcaffe.atomic import atomic_output
 from torchcaffe.wire import (LEN, VARINT, MappedFile, WireError,
                              encode_blob_field, expect_wire_type, iter_fields, len_prefix,
@@ -148,9 +148,8 @@ def read_caffemodel(path: str | os.PathLike) -> list[LayerBlobs]:
         if not new_layers and not v1_layers:
             raise _file_error(path, "no layers found (is it a caffemodel?)")
         if v1_layers:
-            if new_layers:  # Caffe's V1 upgrade drops them too
-                log.warning("%s: has both 'layer' and legacy 'layers'; the 'layer' "
-                            "entries are ignored, as Caffe does", os.fspath(path))
+            if new_layers:
+                raise CaffeError(MIXED_FORMATS.format(source=f"caffemodel {os.fspath(path)}"))
             decoded = _upgrade_legacy_layers(mf, v1_layers, path)
         else:
             decoded = new_layers

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .errors import CaffeError
+from .errors import INT_MAX, CaffeError, clip
 
 Shape = Sequence[int]
 _FillFn = Callable[[object, tuple[int, ...], torch.Generator], torch.Tensor]
@@ -43,6 +43,9 @@ def _uniform(param, shape, generator):
 
 
 def _gaussian(param, shape, generator):
+    # Caffe's caffe_rng_gaussian CHECKs sigma > 0 (NaN fails it too)
+    if not param.std > 0:
+        raise CaffeError(f"filler 'gaussian': std must be > 0, got {param.std}")
     data = torch.randn(shape, generator=generator, dtype=torch.float32) * param.std + param.mean
     if param.sparse < -1:
         raise CaffeError(f"filler 'gaussian': sparse must be >= -1, got {param.sparse}")
@@ -118,12 +121,14 @@ def fill(param, shape: Shape, generator: torch.Generator) -> torch.Tensor:
     """A new float32 CPU tensor of `shape` filled as `param` (a caffe_pb2
     FillerParameter) says."""
     shape = tuple(int(d) for d in shape)
-    if math.prod(shape) == 0:
+    fill_fn = _FILLERS.get(param.type)
+    if fill_fn is None:
+        raise CaffeError(f"unknown filler type '{clip(param.type)}' "
+                         f"(known: {', '.join(sorted(_FILLERS))})")
+    count = math.prod(shape)
+    if count == 0:
         raise CaffeError(f"filler '{param.type}': cannot fill an empty blob of shape {list(shape)}")
-    try:
-        fill_fn = _FILLERS[param.type]
-    except KeyError:
-        raise CaffeError(
-            f"unknown filler type '{param.type}' (known: {', '.join(sorted(_FILLERS))})"
-        ) from None
+    if count > INT_MAX:  # Caffe's Blob::Reshape refuses the blob before any filler runs
+        raise CaffeError(f"param blob shape {list(shape)} has {count} elements: blob size "
+                         f"exceeds INT_MAX")
     return fill_fn(param, shape, generator)

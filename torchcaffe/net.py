@@ -22,8 +22,10 @@ the first forward after someone read it (`blob.diff`).
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import math
 import os
 from collections import OrderedDict
 from typing import Iterable, Sequence
@@ -33,7 +35,7 @@ import torch
 
 from . import mode
 from .blob import Blob, ParamBlob, SyncedTensor
-from .errors import CaffeError, LayerError
+from .errors import INT_MAX, CaffeError, LayerError, clip
 # the implementations live in layer_types/ (not layers/: pycaffe's
 # `caffe.layers` is NetSpec's layer factory); loading it registers them
 from .layer_types.base import LAYER_TYPES
@@ -161,6 +163,55 @@ def _check_count(impl, what: str, given: int, expected) -> None:
         raise impl.error(f"takes {want} {what} blob(s), {given} given")
 
 
+def _reshape(impl, bottom_shapes) -> list:
+    """Top shapes from the layer, with the checks Caffe makes around every
+    Reshape: a loss layer's bottoms agree on the first axis (LossLayer), and
+    no top holds more than INT_MAX elements (Blob::Reshape)."""
+    if impl.is_loss and len(bottom_shapes) >= 2 and len(bottom_shapes[0]) \
+            and len(bottom_shapes[1]) and bottom_shapes[0][0] != bottom_shapes[1][0]:
+        raise impl.error(f"the data and label should have the same first dimension "
+                         f"(bottom shapes {list(bottom_shapes[0])} and "
+                         f"{list(bottom_shapes[1])})")
+    top_shapes = impl.reshape(bottom_shapes)
+    for j, shape in enumerate(top_shapes):
+        if math.prod(shape) > INT_MAX:
+            raise impl.error(f"top {j} would have shape {list(shape)}, "
+                             f"{math.prod(shape)} elements: blob size exceeds INT_MAX")
+    return top_shapes
+
+
+_CUDNN = 2  # the engine enum value of every *Parameter that has one
+
+
+def _warn_engine(lp: caffe_pb2.LayerParameter) -> None:
+    """torchcaffe has one engine, computing Caffe's CAFFE-engine results."""
+    for field, value in lp.ListFields():
+        if field.message_type is not None and "engine" in field.message_type.fields_by_name \
+                and value.engine == _CUDNN:
+            log.warning("layer '%s': %s.engine CUDNN is ignored; torchcaffe computes as "
+                        "Caffe's CAFFE engine", clip(lp.name), field.name)
+
+
+@contextlib.contextmanager
+def _faults_named(layer_name: str, layer_type: str, when: str, source: str | None = None):
+    """Errors from inside a layer come out as LayerErrors naming it (and the
+    net's file, `source`): a plain CaffeError gets the layer's name, and
+    torch's out-of-memory or overflow errors (huge num_output, kernel_size,
+    dim ...) become refusals."""
+    try:
+        yield
+    except LayerError as exc:
+        if exc.source is not None or source is None:
+            raise
+        raise LayerError(exc.layer_name, exc.layer_type, exc.message,
+                         source=source) from exc.__cause__
+    except CaffeError as exc:
+        raise LayerError(layer_name, layer_type, str(exc), source=source) from None
+    except (RuntimeError, MemoryError, OverflowError) as exc:
+        raise LayerError(layer_name, layer_type, f"{when} failed: {type(exc).__name__}: "
+                         f"{clip(str(exc), 500)}", source=source) from exc
+
+
 def _parse_net_args(args: tuple, phase, weights):
     """pycaffe's signatures: (file, phase) or the deprecated (file, weights, phase)."""
     if len(args) == 1:
@@ -212,9 +263,17 @@ class Net:
         for layer in self._net_param.layer:
             if not layer.HasField("phase"):
                 layer.phase = self.phase
+        if not len(param.layer) and not len(param.input):
+            raise CaffeError(f"{self._source}: the net defines no layers (an empty prototxt?)")
         self._device = torch.device("cpu")
         self._graph_pending = False
-        self._build()
+        try:
+            self._build()
+        except LayerError as exc:
+            if exc.source is not None:
+                raise
+            raise LayerError(exc.layer_name, exc.layer_type, exc.message,
+                             source=self._source) from exc.__cause__
         if mode.device() != self._device:
             self._move_to(mode.device())
         if weights is not None:
@@ -258,7 +317,9 @@ class Net:
             if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
                 raise LayerError(lp.name, lp.type, "propagate_down must be given either "
                                  f"0 or {len(lp.bottom)} (bottom count) times")
-            impl = self._create_layer(lp)
+            with _faults_named(lp.name, lp.type, "creating the layer"):
+                impl = self._create_layer(lp)
+            _warn_engine(lp)
             _check_count(impl, "bottom", len(lp.bottom), impl.num_bottoms)
             _check_count(impl, "top", len(lp.top), impl.num_tops)
             need_backward = False
@@ -297,8 +358,9 @@ class Net:
                 t_ids.append(tid)
 
             bottom_shapes = [blobs[i].shape for i in b_ids]
-            impl.setup(bottom_shapes, generator)
-            top_shapes = impl.reshape(bottom_shapes)
+            with _faults_named(lp.name, lp.type, "setup"):
+                impl.setup(bottom_shapes, generator)
+                top_shapes = _reshape(impl, bottom_shapes)
             if len(top_shapes) != len(t_ids):
                 raise impl.error(f"reshape gave {len(top_shapes)} top shapes for {len(t_ids)} tops")
             for tid, shape in zip(t_ids, top_shapes):
@@ -766,14 +828,15 @@ class Net:
                     continue
                 bottoms = [b._tensor() for b in step.bottoms]
                 shapes = [t.shape for t in bottoms]
-                if shapes != step.bottom_shapes:
-                    step.impl.reshape([tuple(s) for s in shapes])
-                    step.bottom_shapes = shapes
-                if step.detach is not None:
-                    bottoms = [t.detach() if d else t for t, d in zip(bottoms, step.detach)]
-                if step.rebind:
-                    self._bind_params(step)
-                tops = step.impl.forward(bottoms)
+                with _faults_named(step.name, step.impl.type, "forward", self._source):
+                    if shapes != step.bottom_shapes:
+                        _reshape(step.impl, [tuple(s) for s in shapes])
+                        step.bottom_shapes = shapes
+                    if step.detach is not None:
+                        bottoms = [t.detach() if d else t for t, d in zip(bottoms, step.detach)]
+                    if step.rebind:
+                        self._bind_params(step)
+                    tops = step.impl.forward(bottoms)
                 for blob, tensor, first in zip(step.tops, tops, step.first_write):
                     if step.is_split and blob._want_diff and record:
                         tensor = tensor.view_as(tensor)  # its own node, for its own grad
@@ -923,16 +986,23 @@ class Net:
     def copy_from(self, path: str | os.PathLike) -> None:
         """Copy params from a caffemodel (or, for a `.h5` name, HDF5 weights)
         by layer name (Caffe's CopyTrainedLayersFrom); layers the file lacks
-        keep their values."""
+        keep their values. A caffemodel is checked whole first, so a refused
+        file changes nothing."""
+        if os.fspath(path).endswith(".h5"):
+            self.load_hdf5(os.fspath(path))
+            return
+        self.apply_weights(self.weights_from(path))
+
+    def weights_from(self, path: str | os.PathLike) -> list[tuple[ParamBlob, np.ndarray]]:
+        """(param blob, array) pairs a caffemodel would copy, all checked
+        against this net's shapes; nothing is changed yet."""
         from .caffemodel import blob_for_target, read_caffemodel
 
         path = os.fspath(path)
-        if path.endswith(".h5"):
-            self.load_hdf5(path)
-            return
         by_name = {}
         for handle in self._handles:
             by_name.setdefault(handle.name, handle)
+        updates = []
         for layer in read_caffemodel(path):
             target = by_name.get(layer.name)
             if target is None:
@@ -944,11 +1014,16 @@ class Net:
                                  f"{len(target.blobs)} (incompatible number of blobs)")
             for j, blob in enumerate(target.blobs):
                 try:
-                    array = blob_for_target(layer, j, blob.shape)
+                    updates.append((blob, blob_for_target(layer, j, blob.shape)))
                 except CaffeError as exc:
                     raise CaffeError(f"caffemodel {path}: {exc}") from None
-                with torch.no_grad():
-                    blob._data.device_for_write().copy_(torch.from_numpy(array))
+        return updates
+
+    @staticmethod
+    def apply_weights(updates: list[tuple[ParamBlob, np.ndarray]]) -> None:
+        with torch.no_grad():
+            for blob, array in updates:
+                blob._data.device_for_write().copy_(torch.from_numpy(array))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the params as a caffemodel (this net's layers, Splits included, as Caffe saves)."""

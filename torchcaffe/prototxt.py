@@ -9,6 +9,7 @@ from typing import Iterable
 from google.protobuf import text_format
 
 from .errors import CaffeError, LayerError
+from .regular_file import read_regular_bytes
 from .proto import caffe_pb2
 from .upgrade import net_needs_upgrade, upgrade_net_param
 
@@ -35,8 +36,7 @@ def read_net_prototxt(path: str | os.PathLike) -> caffe_pb2.NetParameter:
     """Read a net prototxt file, upgraded to the current format."""
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = read_regular_bytes(path).decode("utf-8")
     except OSError as exc:
         raise CaffeError(f"cannot read net prototxt {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:

@@ -54,8 +54,9 @@ from .lr_policy import check_policy, learning_rate
 from .net import TEST, TRAIN, Net
 from .proto import caffe_pb2
 from .prototxt import read_net_prototxt
+from .regular_file import read_regular_bytes
 from .solverstate import read_solverstate, write_solverstate
-from .atomic import atomic_output
+from .atomic import atomic_output, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def read_solver_prototxt(path: str | os.PathLike) -> caffe_pb2.SolverParameter:
     directory -> that directory / the file's stem."""
     source = os.fspath(path)
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        text = read_regular_bytes(source).decode("utf-8")
     except OSError as exc:
         raise CaffeError(f"cannot read solver prototxt {source}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
@@ -153,6 +154,9 @@ class SGDSolver:
                      type(self).__name__)
         self.param = param
         self._check_param()
+        # snapshots a killed run was writing: their temporary files are garbage now
+        remove_stale_temps(os.path.dirname(param.snapshot_prefix) or ".",
+                           os.path.basename(param.snapshot_prefix) + "_iter_")
         if param.random_seed >= 0:
             mode.set_random_seed(param.random_seed)
         self.net = self._train_net()
@@ -521,7 +525,11 @@ class SGDSolver:
     def restore(self, state_file: str | os.PathLike) -> None:
         """Resume from a `.solverstate`: iter, current_step, history, the
         weights of its learned_net and, when its sidecar exists, the data
-        order and torch's random state."""
+        order and torch's random state.
+
+        Everything (solverstate, learned_net, sidecar) is read and checked
+        before anything changes: a refused resume leaves the solver as it was.
+        """
         state_file = os.fspath(state_file)
         if state_file.endswith(".h5"):
             raise self._error(f"cannot restore {state_file}: HDF5 solverstates are not "
@@ -537,18 +545,24 @@ class SGDSolver:
                 raise CaffeError(f"solverstate {state_file}: history blob {i} has "
                                  f"{array.size} values, the param {target.numel()} "
                                  f"(shape {list(target.shape)})")
+        weights = []
         if state.learned_net:
-            self.net.copy_from(_learned_net_path(state.learned_net, state_file))
+            weights = self.net.weights_from(_learned_net_path(state.learned_net, state_file))
+        sidecar = state_file.removesuffix(".solverstate") + DATASTATE_SUFFIX
+        data_state = None
+        if os.path.lexists(sidecar):
+            data_state = _DataState.read(sidecar, self._nets())
+        else:
+            log.info("no %s beside the solverstate: the data order restarts", sidecar)
+        # all checked: only the sidecar's set_state calls can still refuse, and they undo themselves
+        if data_state is not None:
+            data_state.apply()
+        self.net.apply_weights(weights)
         with torch.no_grad():
             for target, array in zip(self.history, state.history):
                 target.copy_(torch.from_numpy(np.ascontiguousarray(array)).reshape(target.shape))
         self.iter = state.iter
         self.current_step = state.current_step
-        sidecar = state_file.removesuffix(".solverstate") + DATASTATE_SUFFIX
-        if os.path.exists(sidecar):
-            self._read_datastate(sidecar)
-        else:
-            log.info("no %s beside the solverstate: the data order restarts", sidecar)
 
     # ------------------------------------------------------------ data-order sidecar
     def _nets(self) -> list[tuple[str, Net]]:
@@ -572,34 +586,98 @@ class SGDSolver:
         with atomic_output(path) as out:
             out.write(text.encode("utf-8"))
 
-    def _read_datastate(self, path: str) -> None:
+
+class _DataState:
+    """A checked `.datastate.json`: layer states and torch's generator states."""
+
+    _MAX_BYTES = 64 << 20  # far above any real sidecar; refuses a runaway file early
+
+    def __init__(self, path: str, layer_states: list, cpu_rng: torch.Tensor | None,
+                 cuda_rng: list[torch.Tensor] | None):
+        self.path = path
+        self.layer_states = layer_states  # (net key, layer name, instance, state)
+        self.cpu_rng = cpu_rng
+        self.cuda_rng = cuda_rng
+
+    @classmethod
+    def read(cls, path: str, nets: list[tuple[str, Net]]) -> "_DataState":
+        def error(message: str) -> CaffeError:
+            return CaffeError(f"datastate {path}: {message}")
+
         try:
-            document = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CaffeError(f"datastate {path}: unreadable ({exc})") from None
+            raw = read_regular_bytes(path)
+            if len(raw) > cls._MAX_BYTES:
+                raise error(f"is {len(raw)} bytes, larger than any sidecar torchcaffe writes")
+            document = json.loads(raw.decode("utf-8"))
+        except CaffeError:
+            raise
+        except OSError as exc:
+            raise error(f"unreadable ({exc.strerror or exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise error(f"not valid JSON ({str(exc)[:200]})") from None
         if not isinstance(document, dict) or document.get("format") != _DATASTATE_FORMAT:
-            raise CaffeError(f"datastate {path}: not a {_DATASTATE_FORMAT} file")
+            raise error(f"not a {_DATASTATE_FORMAT} file")
         saved = document.get("nets", {})
-        for key, net in self._nets():
+        if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
+            raise error("'nets' must map each net to an object of layer states")
+        unknown_nets = sorted(set(saved) - {key for key, _ in nets})
+        if unknown_nets:
+            raise error(f"has states for net(s) {unknown_nets[:5]} this solver does not have")
+        layer_states = []
+        for key, net in nets:
             states = saved.get(key, {})
-            layers = dict((h.name, inst) for h, inst in _stateful_layers(net))
+            layers = {h.name: inst for h, inst in _stateful_layers(net)}
             unknown = sorted(set(states) - set(layers))
             if unknown:
-                raise CaffeError(f"datastate {path}: {key} has no layer(s) {unknown} with "
-                                 "get_state/set_state (another net?)")
+                raise error(f"{key} has no layer(s) {unknown[:5]} with get_state/set_state "
+                            "(another net?)")
             for name, instance in layers.items():
                 if name in states:
-                    instance.set_state(states[name])
+                    layer_states.append((key, name, instance, states[name]))
                 else:
                     log.warning("datastate %s: no state for layer '%s' of %s", path, name, key)
         rng = document.get("torch_rng", {})
+        if not isinstance(rng, dict):
+            raise error("'torch_rng' must be an object")
+        cpu_rng = None
         if "cpu" in rng:
-            torch.set_rng_state(_decode_bytes(rng["cpu"]))
+            cpu_rng = _decode_rng(rng["cpu"], torch.get_rng_state().numel(), error, "cpu")
+        cuda_rng = None
         if "cuda" in rng and torch.cuda.is_available():
-            states = [_decode_bytes(s) for s in rng["cuda"]]
-            if len(states) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(states)
-        log.info("restored the data order and random state from %s", path)
+            if not isinstance(rng["cuda"], list):
+                raise error("'torch_rng.cuda' must be a list")
+            if len(rng["cuda"]) == torch.cuda.device_count():
+                sizes = [s.numel() for s in torch.cuda.get_rng_state_all()]
+                cuda_rng = [_decode_rng(text, size, error, "cuda")
+                            for text, size in zip(rng["cuda"], sizes)]
+        return cls(path, layer_states, cpu_rng, cuda_rng)
+
+    def apply(self) -> None:
+        """Set every layer's state and the generators; on a refusal, put
+        back what was already set and raise."""
+        undo = []
+        try:
+            for key, name, instance, state in self.layer_states:
+                previous = instance.get_state()
+                try:
+                    instance.set_state(state)
+                except CaffeError as exc:
+                    raise CaffeError(f"datastate {self.path}: layer '{name}' of {key}: "
+                                     f"{exc}") from None
+                except Exception as exc:
+                    raise CaffeError(f"datastate {self.path}: layer '{name}' of {key} refused "
+                                     f"its state: {type(exc).__name__}: "
+                                     f"{str(exc)[:200]}") from None
+                undo.append((instance, previous))
+        except BaseException:
+            for instance, previous in reversed(undo):
+                instance.set_state(previous)
+            raise
+        if self.cpu_rng is not None:
+            torch.set_rng_state(self.cpu_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+        log.info("restored the data order and random state from %s", self.path)
 
 
 def output_loss_weights(net: Net) -> dict[str, float]:
@@ -621,8 +699,18 @@ def _encode_bytes(tensor: torch.Tensor) -> str:
     return base64.b64encode(tensor.cpu().numpy().tobytes()).decode("ascii")
 
 
-def _decode_bytes(text: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+def _decode_rng(text, size: int, error, which: str) -> torch.Tensor:
+    """A generator state saved by `_encode_bytes`, of the `size` bytes torch expects."""
+    if not isinstance(text, str):
+        raise error(f"'torch_rng.{which}' must be a base64 string")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise error(f"'torch_rng.{which}' is not valid base64") from None
+    if len(raw) != size:
+        raise error(f"'torch_rng.{which}' holds {len(raw)} bytes, torch's generator state "
+                    f"{size}")
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
 
 
 def _learned_net_path(learned_net: str, state_file: str) -> str:

@@ -12,7 +12,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from torchcaffe.errors import CaffeError
+from torchcaffe.errors import INT_MAX, CaffeError
 from torchcaffe.proto import caffe_pb2
 from torchcaffe.atomic import atomic_output
 from torchcaffe.wire import (LEN, VARINT, MappedFile, WireError, as_signed64,
@@ -33,6 +33,15 @@ def _error(path, message: str) -> CaffeError:
     return CaffeError(f"solverstate {os.fspath(path)}: {message}")
 
 
+def _counter(path, name: str, value: int) -> int:
+    """iter and current_step: int32 in Caffe's schema, and counts of steps;
+    a value outside 0..INT_MAX cannot come from a Caffe snapshot."""
+    value = as_signed64(value)
+    if not 0 <= value <= INT_MAX:
+        raise _error(path, f"'{name}' is {value}, outside 0..{INT_MAX} (corrupt solverstate?)")
+    return value
+
+
 def read_solverstate(path: str | os.PathLike) -> SolverState:
     """(iter, current_step, learned_net, history) of a solverstate file.
 
@@ -49,7 +58,7 @@ def read_solverstate(path: str | os.PathLike) -> SolverState:
             for number, wire_type, value, nxt in iter_fields(mf.buf, 0, mf.size):
                 if number == _ITER:
                     expect_wire_type("SolverState.iter", wire_type, VARINT)
-                    iteration = as_signed64(value)
+                    iteration = _counter(path, "iter", value)
                 elif number == _LEARNED_NET:
                     expect_wire_type("SolverState.learned_net", wire_type, LEN)
                     learned_net = read_string(mf.buf, value, nxt, "SolverState.learned_net")
@@ -58,7 +67,7 @@ def read_solverstate(path: str | os.PathLike) -> SolverState:
                     layouts.append(parse_blob(mf.buf, value, nxt))
                 elif number == _CURRENT_STEP:
                     expect_wire_type("SolverState.current_step", wire_type, VARINT)
-                    current_step = as_signed64(value)
+                    current_step = _counter(path, "current_step", value)
         except WireError as exc:
             raise _error(path, f"not a valid SolverState: {exc} "
                          "(truncated, or not a solverstate?)") from None

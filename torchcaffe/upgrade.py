@@ -295,10 +295,6 @@ def upgrade_v1_layer(v1, layer) -> bool:
 
 def _upgrade_v1_net(net):
     compatible = True
-    if len(net.layer):
-        log.warning("net '%s' has both 'layer' and legacy 'layers'; the 'layer' entries "
-                    "are ignored by the upgrade", net.name)
-        compatible = False
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
     out.ClearField("layers")
@@ -312,7 +308,14 @@ def _upgrade_v1_net(net):
 
 # --------------------------------------------------------------------------- input, BatchNorm
 
-def _upgrade_net_input(net) -> None:
+def _upgrade_net_input(net, source: str) -> None:
+    inputs = len(net.input)
+    if net.input_shape and len(net.input_shape) != inputs:
+        raise CaffeError(f"{source}: {inputs} input(s) but {len(net.input_shape)} input_shape(s); "
+                         "give one input_shape per input")
+    if not net.input_shape and net.input_dim and len(net.input_dim) != 4 * inputs:
+        raise CaffeError(f"{source}: {inputs} input(s) need {4 * inputs} input_dim values, "
+                         f"{len(net.input_dim)} given")
     if net.input_shape or net.input_dim:
         layer = caffe_pb2.LayerParameter(name="input", type="Input")
         for i, blob_name in enumerate(net.input):
@@ -340,6 +343,11 @@ def _upgrade_batch_norm(net) -> None:
 
 # --------------------------------------------------------------------------- entry points
 
+#: Caffe's UpgradeV1Net refuses (fatally) a net with both layer lists
+MIXED_FORMATS = ("{source}: has both 'layer' and legacy 'layers' fields; Caffe refuses to "
+                 "upgrade such a net: switch every definition to the 'layer' format")
+
+
 def net_needs_upgrade(net) -> bool:
     return (len(net.layers) > 0 or len(net.input) > 0
             or any(l.type == "BatchNorm" and len(l.param) == 3 for l in net.layer))
@@ -351,6 +359,8 @@ def upgrade_net_param(net, source: str = "net") -> caffe_pb2.NetParameter:
     `source` names the file in log messages. Nets that need no upgrade come
     back as an unchanged copy.
     """
+    if len(net.layers) and len(net.layer):
+        raise CaffeError(MIXED_FORMATS.format(source=source))
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
     if any(l.HasField("layer") for l in out.layers):
@@ -365,6 +375,6 @@ def upgrade_net_param(net, source: str = "net") -> caffe_pb2.NetParameter:
         if not compatible:
             log.warning("%s: some V1 parameters could not be carried over", source)
     if len(out.input):
-        _upgrade_net_input(out)
+        _upgrade_net_input(out, source)
     _upgrade_batch_norm(out)
     return out

@@ -19,6 +19,9 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
+from torchcaffe.errors import INT_MAX
+from torchcaffe.regular_file import open_regular
+
 # wire types
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 _WIRE_NAMES = {VARINT: "varint", I64: "64-bit", LEN: "length-delimited", I32: "32-bit",
@@ -63,6 +66,27 @@ def read_varint(buf, pos: int, end: int) -> tuple[int, int]:
 def as_signed64(value: int) -> int:
     """int32/int64 fields store negatives as 64-bit two's complement varints."""
     return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def as_int32(value: int) -> int:
+    """An int32 field's value as protobuf's C++ parser keeps it: the low 32
+    bits of the varint, two's complement."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def check_count(shape: tuple[int, ...]) -> int:
+    """The element count of `shape`; Caffe's Blob::Reshape CHECKs (no negative
+    axis, at most INT_MAX elements) as WireError."""
+    if any(d < 0 for d in shape):
+        raise WireError(f"blob has a negative dimension in shape {list(shape)}")
+    count = 1
+    for d in shape:
+        count *= d
+    if count > INT_MAX:
+        raise WireError(f"blob shape {list(shape)} has {count} elements: blob size exceeds "
+                        f"INT_MAX ({INT_MAX})")
+    return count
 
 
 def read_field_value(buf, pos: int, end: int, number: int, wire_type: int) -> tuple[int, int]:
@@ -201,7 +225,7 @@ def parse_blob(buf, start: int, end: int) -> BlobLayout:
         value, pos = read_field_value(buf, pos, end, number, wire_type)
         if number in _BLOB_LEGACY_DIMS:
             expect_wire_type("BlobProto.num/channels/height/width", wire_type, VARINT)
-            legacy[number - 1] = as_signed64(value)
+            legacy[number - 1] = as_int32(value)
             has_legacy = True
         elif number == _BLOB_SHAPE:
             expect_wire_type("BlobProto.shape", wire_type, LEN)
@@ -211,8 +235,7 @@ def parse_blob(buf, start: int, end: int) -> BlobLayout:
             expect_wire_type("BlobProto.diff", wire_type, LEN, I32 if number == _BLOB_DIFF else I64)
     # Caffe's Blob::FromProto: any legacy field present means a 4-d legacy shape
     shape = tuple(legacy) if has_legacy else tuple(dims)
-    if any(d < 0 for d in shape):
-        raise WireError(f"blob has a negative dimension in shape {shape}")
+    check_count(shape)
     return BlobLayout(shape, has_legacy, floats, doubles)
 
 
@@ -221,7 +244,7 @@ class MappedFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._file: BinaryIO = open(self.path, "rb")
+        self._file: BinaryIO = open_regular(self.path)
         self.size = os.fstat(self._file.fileno()).st_size
         # mmap refuses empty files; an empty bytes object parses the same way
         self.buf = (mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
@@ -271,7 +294,7 @@ class MappedFile:
         """
         segments, dtype = (layout.doubles, _F64) if layout.doubles else (layout.floats, _F32)
         total = sum(s.count for s in segments)
-        count = int(np.prod(layout.shape, dtype=np.int64))
+        count = check_count(layout.shape)
         if total != count:
             raise WireError(f"holds {total} values but its shape {list(layout.shape)} "
                             f"needs {count}")

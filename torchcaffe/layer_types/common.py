@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import fillers
+from ..errors import clip
 from .base import CaffeLayer, Shape, register
 
 
@@ -324,6 +325,14 @@ class SplitLayer(CaffeLayer):
 
     num_bottoms = 1
     num_tops = None
+
+    def setup(self, bottom_shapes, generator):
+        # Caffe's SplitLayer: MinTopBlobs 1, and its Reshape CHECKs top != bottom
+        if not len(self.param.top):
+            raise self.error("needs at least one top blob")
+        if len(self.param.bottom) and self.param.bottom[0] in self.param.top:
+            raise self.error("Split Layer does not allow in-place computation "
+                             f"(top '{clip(self.param.bottom[0])}' is its bottom)")
 
     def reshape(self, bottom_shapes):
         return [tuple(bottom_shapes[0])] * len(self.param.top)

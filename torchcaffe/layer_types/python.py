@@ -22,10 +22,18 @@ import importlib.metadata
 import torch
 
 from ..blob import Blob, SyncedTensor
-from ..errors import CaffeError, layer_error_from
+from ..errors import CaffeError, LayerError, clip, layer_error_from
 from .base import CaffeLayer, register
 
 ENTRY_POINT_GROUP = "torchcaffe.python_layers"
+
+# what user code may raise that must not escape as itself: a SystemExit from
+# a layer would end the program that only built a net
+_USER_FAULTS = (Exception, SystemExit)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {clip(str(exc), 500)}"
 
 
 def _import_module(layer: CaffeLayer, module_name: str, class_name: str):
@@ -42,7 +50,7 @@ def _import_module(layer: CaffeLayer, module_name: str, class_name: str):
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP, name=module_name):
         try:
             return importlib.import_module(entry.value)
-        except Exception as exc:
+        except _USER_FAULTS as exc:
             raise layer.error(f"module '{module_name}' (for class '{class_name}') is "
                               f"registered as '{entry.value}', which failed to import: "
                               f"{type(exc).__name__}: {exc}") from exc
@@ -69,28 +77,33 @@ class PythonLayer(CaffeLayer):
             raise self.error("python_param needs both 'module' and 'layer'")
         module = _import_module(self, spec.module, spec.layer)
         cls = getattr(module, spec.layer, None)
-        if cls is None:
+        if not isinstance(cls, type):
             raise self.error(f"module '{spec.module}' has no class '{spec.layer}'")
         try:
             self.instance = cls()
-        except Exception as exc:
-            raise self.error(f"creating {spec.module}.{spec.layer} failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
-        self.instance.param_str = spec.param_str
-        self.instance.phase = phase
+            self.instance.param_str = spec.param_str
+            self.instance.phase = phase
+        except _USER_FAULTS as exc:
+            raise self.error(f"creating {spec.module}.{spec.layer} failed (is it a "
+                             f"caffe.Layer?): {_describe(exc)}") from exc
         self._device = torch.device("cpu")
         self._bottom: list[Blob] = []
         self._top: list[Blob] = []
 
     def _call_user(self, method: str, *args) -> None:
+        """Call the user's method; whatever it raises (SystemExit included)
+        becomes an error naming this layer."""
         try:
             getattr(self.instance, method)(*args)
-        except CaffeError:
+        except LayerError:
             raise
-        except Exception as exc:
+        except CaffeError as exc:
+            raise self.error(str(exc)) from None
+        except _USER_FAULTS as exc:
+            # keeps the user's exception type too (pycaffe passes it through)
             raise layer_error_from(exc, self.name, self.type,
                                    f"{type(self.instance).__name__}.{method} failed: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                                   f"{_describe(exc)}") from exc
 
     def setup(self, bottom_shapes, generator):
         self._bottom = [Blob(s, self._device) for s in bottom_shapes]
@@ -123,15 +136,15 @@ class PythonLayer(CaffeLayer):
     def run_forward(self, bottoms: list[torch.Tensor]) -> list[torch.Tensor]:
         for blob, tensor in zip(self._bottom, bottoms):
             blob._set_tensor(tensor.detach())
-        self.instance.reshape(self._bottom, self._top)
-        self.instance.forward(self._bottom, self._top)
+        self._call_user("reshape", self._bottom, self._top)
+        self._call_user("forward", self._bottom, self._top)
         return [blob._tensor() for blob in self._top]
 
     def run_backward(self, bottoms, tops, top_grads, propagate_down) -> list:
         top_blobs = [_wrap(t, g if g is not None else torch.zeros_like(t))
                      for t, g in zip(tops, top_grads)]
         bottom_blobs = [_wrap(b) for b in bottoms]
-        self.instance.backward(top_blobs, propagate_down, bottom_blobs)
+        self._call_user("backward", top_blobs, propagate_down, bottom_blobs)
         return [blob._diff_synced().device() if down else None
                 for blob, down in zip(bottom_blobs, propagate_down)]
 
