@@ -341,6 +341,6 @@ def test_mat_labels_must_be_class_indices(tmp_path):
 
 def test_prefetch_depth_is_capped_by_the_split(tmp_path):
     net = torchcaffe.Net(data_net(tmp_path, ", 'prefetch': 1000000000"), torchcaffe.TEST)
-    assert net.layers[0].impl.instance._prefetcher.depth == 3
+    assert net.layers[0]._prefetcher.depth == 3
     for _ in range(4):
         net.forward()

@@ -203,8 +203,9 @@ def _faults_named(layer_name: str, layer_type: str, when: str, source: str | Non
     except LayerError as exc:
         if exc.source is not None or source is None:
             raise
-        raise LayerError(exc.layer_name, exc.layer_type, exc.message,
-                         source=source) from exc.__cause__
+        # type(exc): a user layer's error keeps its own exception type too
+        raise type(exc)(exc.layer_name, exc.layer_type, exc.message,
+                        source=source) from exc.__cause__
     except CaffeError as exc:
         raise LayerError(layer_name, layer_type, str(exc), source=source) from None
     except (RuntimeError, MemoryError, OverflowError) as exc:
@@ -272,8 +273,8 @@ class Net:
         except LayerError as exc:
             if exc.source is not None:
                 raise
-            raise LayerError(exc.layer_name, exc.layer_type, exc.message,
-                             source=self._source) from exc.__cause__
+            raise type(exc)(exc.layer_name, exc.layer_type, exc.message,
+                            source=self._source) from exc.__cause__
         if mode.device() != self._device:
             self._move_to(mode.device())
         if weights is not None:

@@ -361,7 +361,7 @@ class SidecarCampaign:
         if rng.random() < 0.02:
             data = b"[" * 200000
         sidecar.write_bytes(data)
-        layer = self.solver.net.layers[0].impl.instance
+        layer = self.solver.net.layers[0]
         state_before = layer.get_state()
         try:
             _restore_all_or_nothing(self.solver, case_state)
