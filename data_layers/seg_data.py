@@ -53,6 +53,13 @@ seeds Python's global `random`; this layer keeps a private generator with
 the same algorithm, so it draws the same sequence without touching (or being
 disturbed by) anyone else's use of `random`.
 
+Training on N processes (`caffe.solver_count()` N, this one rank r), a
+TRAIN-phase layer draws the same order as one process would and takes items
+r, r + N, r + 2N, ... of it (Caffe's interleaved data sharding), so the N
+processes together read each item of that order exactly once; a random
+order then needs a `seed`. TEST-phase layers read everything (only rank 0
+tests).
+
 Resuming the order (the contract a solver snapshot relies on):
 
 - `get_state()` returns a dict of plain Python values (str, int, list,
@@ -294,31 +301,54 @@ def as_label(values: np.ndarray, path: Path, image_id: str, layer: str) -> np.nd
 # -- order and prefetch ------------------------------------------------------------
 
 
+def data_share(phase: int) -> tuple[int, int]:
+    """(rank, count) of this process's share of a TRAIN net's data order;
+    (0, 1) for a TEST net (only rank 0 tests) or a one-process run, as
+    Caffe's DataLayer::Skip."""
+    if phase != caffe.TRAIN:
+        return 0, 1
+    return caffe.solver_rank(), caffe.solver_count()
+
+
 @dataclass
 class Sampler:
-    """Which sample comes next: the reference's order, resumable."""
+    """Which sample comes next: the reference's order, resumable.
+
+    With `share` (rank, count) = (r, N) the sampler yields items r, r + N,
+    r + 2N, ... of the one-process order (every rank draws the whole order
+    from the same seed and keeps its share), so N ranks together read each
+    item of that order exactly once."""
 
     count: int
     rng: random.Random | None  # None: sequential order
+    share: tuple[int, int] = (0, 1)
     idx: int = field(init=False, default=0)
 
     def __post_init__(self):
+        rank, _ = self.share
         if self.rng is not None:
-            self.idx = self.rng.randint(0, self.count - 1)
+            for _ in range(rank + 1):
+                self.idx = self.rng.randint(0, self.count - 1)
+        else:
+            self.idx = rank % self.count
 
     def advance(self) -> None:
+        stride = self.share[1]
         if self.rng is not None:
-            self.idx = self.rng.randint(0, self.count - 1)
+            for _ in range(stride):
+                self.idx = self.rng.randint(0, self.count - 1)
         else:
-            self.idx = (self.idx + 1) % self.count
+            self.idx = (self.idx + stride) % self.count
 
     def upcoming(self, k: int) -> list[int]:
         """The next `k` indices after the current one, leaving the state as it is."""
+        stride = self.share[1]
         if self.rng is None:
-            return [(self.idx + i) % self.count for i in range(1, k + 1)]
+            return [(self.idx + i * stride) % self.count for i in range(1, k + 1)]
         ahead = random.Random()
         ahead.setstate(self.rng.getstate())
-        return [ahead.randint(0, self.count - 1) for _ in range(k)]
+        return [[ahead.randint(0, self.count - 1) for _ in range(stride)][-1]
+                for _ in range(k)]
 
     def rng_state(self) -> list | None:
         if self.rng is None:
@@ -479,15 +509,22 @@ class SegDataLayer(caffe.Layer):
             raise CaffeError(f"{layer}: a data layer takes no bottoms, the net gives {len(bottom)}")
         self.indices = read_split(self.split_path(), layer)
         randomize = params["randomize"] and "train" in self.split
-        self._sampler = Sampler(len(self.indices), random.Random(params["seed"]) if randomize else None)
+        self._share = data_share(self.phase)
+        if self._share[1] > 1 and randomize and params["seed"] is None:
+            raise CaffeError(f"{layer}: random order with {self._share[1]} training processes "
+                             "needs a 'seed' in param_str, so that every process draws the "
+                             "same order and takes its own share of it")
+        self._sampler = Sampler(len(self.indices),
+                                random.Random(params["seed"]) if randomize else None, self._share)
         depth = min(params["prefetch"], len(self.indices), MAX_PREFETCH)
         if depth < params["prefetch"]:
             log.info("%s: prefetch %d capped at %d", layer, params["prefetch"], depth)
         self._prefetcher = Prefetcher(self._load_sample, depth, layer) if depth else None
         self._sample: tuple[int, list[np.ndarray]] | None = None
         self._augment = Augmenter(params, [name in self.LABEL_TOPS for name in names], layer)
-        log.info("%s: %d images in split '%s' (%s order)", layer, len(self.indices), self.split,
-                 "random" if randomize else "file")
+        log.info("%s: %d images in split '%s' (%s order%s)", layer, len(self.indices), self.split,
+                 "random" if randomize else "file",
+                 "" if self._share[1] == 1 else f", share {self._share[0]} of {self._share[1]}")
 
     def reshape(self, bottom, top):
         arrays = self._current_sample()
@@ -512,6 +549,7 @@ class SegDataLayer(caffe.Layer):
         return {
             "split": self.split,
             "count": len(self.indices),
+            "share": list(self._share),
             "idx": self._sampler.idx,
             "rng": self._sampler.rng_state(),
             "augment": self._augment.state(),
@@ -529,6 +567,11 @@ class SegDataLayer(caffe.Layer):
                 f"{layer}: the sampling state is for split '{split}' of {count} images, "
                 f"this layer reads split '{self.split}' of {len(self.indices)}"
             )
+        share = state.get("share", [0, 1])
+        if list(share) != list(self._share):
+            raise CaffeError(f"{layer}: the sampling state is for share {share[0]} of {share[1]} "
+                             f"training processes, this layer reads share {self._share[0]} of "
+                             f"{self._share[1]}")
         if (rng is None) != (self._sampler.rng is None):
             raise CaffeError(f"{layer}: the sampling state's order (random or not) differs from this layer's")
         if not isinstance(idx, int) or not 0 <= idx < count:

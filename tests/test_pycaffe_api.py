@@ -233,7 +233,7 @@ def test_solver_lr_apply_update_and_share_weights(tmp_path):
 
 def test_top_level_names_as_pycaffe():
     assert caffe.__version__ == "1.0.0"
-    assert caffe.has_nccl() is False
+    assert caffe.has_nccl() is True  # torch.distributed (gloo on CPU, NCCL on GPUs)
     assert caffe.solver_count() == 1 and caffe.solver_rank() == 0
     caffe.set_solver_count(1)
     caffe.set_solver_rank(0)

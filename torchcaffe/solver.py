@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from google.protobuf import text_format
 
-from . import mode
+from . import mode, parallel
 from .errors import CaffeError
 from .glog import caffe_float, loss_note
 from .lr_policy import check_policy, learning_rate
@@ -154,13 +154,15 @@ class SGDSolver:
                      type(self).__name__)
         self.param = param
         self._check_param()
-        # snapshots a killed run was writing: their temporary files are garbage now
-        remove_stale_temps(os.path.dirname(param.snapshot_prefix) or ".",
-                           os.path.basename(param.snapshot_prefix) + "_iter_")
+        if parallel.is_root():
+            # snapshots a killed run was writing: their temporary files are garbage now
+            remove_stale_temps(os.path.dirname(param.snapshot_prefix) or ".",
+                               os.path.basename(param.snapshot_prefix) + "_iter_")
         if param.random_seed >= 0:
-            mode.set_random_seed(param.random_seed)
+            parallel.seed_solver(param.random_seed)  # random_seed + rank, as Caffe
         self.net = self._train_net()
-        self.test_nets = self._test_nets()
+        # as Caffe's, only the root solver of a multi-process run tests
+        self.test_nets = self._test_nets() if parallel.is_root() else []
         for test_net in self.test_nets:
             test_net.share_with(self.net)
         log.info("Solver scaffolding done.")
@@ -170,6 +172,7 @@ class SGDSolver:
         self._losses: list[float] = []
         self._callbacks: list[tuple[Callable, Callable]] = []
         self._action_function: Callable[[], SolverAction] | None = None
+        self._agreed_action: SolverAction | None = None  # set by parallel.NCCL
         self.requested_early_exit = False
         self._iterations_last = 0  # the iteration of the last display, across step() calls
         self.test_scores: list[dict[str, float]] = []
@@ -295,8 +298,20 @@ class SGDSolver:
         snapshot or stop early (Caffe's Solver::SetActionFunction)."""
         self._action_function = function
 
-    def _requested_action(self) -> SolverAction:
+    def poll_action(self) -> SolverAction:
+        """Ask the action function (if any) what to do now."""
         return self._action_function() if self._action_function else SolverAction.NONE
+
+    def agree_on_action(self, value: str) -> None:
+        """The request every process of a multi-process run acts on after
+        this iteration's update (rank 0's, sent by parallel.NCCL)."""
+        self._agreed_action = SolverAction(value)
+
+    def _requested_action(self) -> SolverAction:
+        if self._agreed_action is not None:
+            agreed, self._agreed_action = self._agreed_action, None
+            return agreed
+        return self.poll_action()
 
     def step(self, iters: int) -> None:
         """Run `iters` iterations (Caffe's Solver::Step)."""
@@ -316,7 +331,7 @@ class SGDSolver:
                     break  # a stop was requested while testing
             for on_start, _ in self._callbacks:
                 on_start()
-            display = p.display and self.iter % p.display == 0
+            display = p.display and self.iter % p.display == 0 and parallel.is_root()
             loss = _f32(0)
             for _ in range(p.iter_size):
                 net._forward(0, last_layer)
@@ -358,7 +373,7 @@ class SGDSolver:
         if self.requested_early_exit:
             log.info("Optimization stopped early.")
             return
-        if p.display and self.iter % p.display == 0:
+        if p.display and self.iter % p.display == 0 and parallel.is_root():
             # one more forward, only to show the loss of the final weights
             with torch.no_grad():
                 self.net._forward(0, len(self.net.layers) - 1)
@@ -444,7 +459,7 @@ class SGDSolver:
         data -= diff, then `iter` += 1 (Caffe's SGDSolver::ApplyUpdate)."""
         p = self.param
         rate, self.current_step = learning_rate(p, self.iter, self.current_step)
-        if p.display and self.iter % p.display == 0:
+        if p.display and self.iter % p.display == 0 and parallel.is_root():
             log.info("Iteration %d, lr = %s", self.iter, caffe_float(rate))
         blobs = self.net.learnable_params
         if blobs:
@@ -498,18 +513,24 @@ class SGDSolver:
 
     def snapshot(self) -> tuple[str, str]:
         """Write the caffemodel, the datastate sidecar and the solverstate
-        (last) for the current iteration; returns (caffemodel, solverstate)."""
+        (last) for the current iteration; returns (caffemodel, solverstate).
+
+        In a multi-process run every process calls it (the step loop does):
+        rank 0 gathers each process's data state and writes the files."""
         model = self.snapshot_filename(".caffemodel")
         state = self.snapshot_filename(".solverstate")
+        datastate = self.snapshot_filename(DATASTATE_SUFFIX)
+        document = self._datastate_document()  # gathered before any file is written
+        if not parallel.is_root():
+            return model, state
         if self.param.snapshot_diff:
             log.warning("snapshot_diff is set, but snapshots hold the params' data only")
-        datastate = self.snapshot_filename(DATASTATE_SUFFIX)
         written = []
         try:
             log.info("Snapshotting to binary proto file %s", model)
             self.net.save(model)
             written.append(model)
-            self._write_datastate(datastate)
+            self._write_datastate(datastate, document)
             written.append(datastate)
             log.info("Snapshotting solver state to binary proto file %s", state)
             write_solverstate(state, self.iter, self.current_step, model,
@@ -569,15 +590,25 @@ class SGDSolver:
         return [("train_net", self.net)] + [(f"test_net_{i}", n)
                                             for i, n in enumerate(self.test_nets)]
 
-    def _write_datastate(self, path: str) -> None:
+    def _datastate_document(self) -> dict | None:
+        """The sidecar's content (on rank 0; None elsewhere): this process's
+        layer states and generators, or in a run of N processes one such
+        entry per rank."""
         nets = {key: {handle.name: instance.get_state()
                       for handle, instance in _stateful_layers(net)}
                 for key, net in self._nets()}
         rng = {"cpu": _encode_bytes(torch.get_rng_state())}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = [_encode_bytes(s) for s in torch.cuda.get_rng_state_all()]
-        document = {"format": _DATASTATE_FORMAT, "version": 1, "iter": self.iter,
-                    "nets": nets, "torch_rng": rng}
+        entries = parallel.gather_to_root({"nets": nets, "torch_rng": rng})
+        if entries is None:
+            return None
+        if len(entries) == 1:
+            return {"format": _DATASTATE_FORMAT, "version": 1, "iter": self.iter, **entries[0]}
+        return {"format": _DATASTATE_FORMAT, "version": 2, "iter": self.iter,
+                "world_size": len(entries), "ranks": entries}
+
+    def _write_datastate(self, path: str, document: dict) -> None:
         try:
             text = json.dumps(document, indent=1)
         except TypeError as exc:
@@ -617,6 +648,7 @@ class _DataState:
             raise error(f"not valid JSON ({str(exc)[:200]})") from None
         if not isinstance(document, dict) or document.get("format") != _DATASTATE_FORMAT:
             raise error(f"not a {_DATASTATE_FORMAT} file")
+        document = cls._own_entry(document, path, error)
         saved = document.get("nets", {})
         if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
             raise error("'nets' must map each net to an object of layer states")
@@ -651,6 +683,24 @@ class _DataState:
                 cuda_rng = [_decode_rng(text, size, error, "cuda")
                             for text, size in zip(rng["cuda"], sizes)]
         return cls(path, layer_states, cpu_rng, cuda_rng)
+
+    @staticmethod
+    def _own_entry(document: dict, path: str, error) -> dict:
+        """This process's part: the whole file of a one-process run, else the
+        entry of this rank, from a run of as many processes as this one."""
+        world = document.get("world_size", 1)
+        if world != parallel.solver_count():
+            raise error(f"was written by a run of {world} training process(es), this run has "
+                        f"{parallel.solver_count()}: resume with {world} (each process's data "
+                        "order and random state are in the snapshot), or delete this file to "
+                        "resume the weights and solver state with the data order restarted")
+        if world == 1:
+            return document
+        ranks = document.get("ranks")
+        if not isinstance(ranks, list) or len(ranks) != world \
+                or not isinstance(ranks[parallel.solver_rank()], dict):
+            raise error(f"'ranks' must hold one object per process ({world})")
+        return ranks[parallel.solver_rank()]
 
     def apply(self) -> None:
         """Set every layer's state and the generators; on a refusal, put

@@ -8,6 +8,12 @@ a list file in line order (or shuffled with the layer's seeded generator),
 wrapping at the end. Random choices (TRAIN crops, mirror, shuffles, skips)
 draw from a generator the layer seeds at setup from the net's filler
 generator, so `set_random_seed` makes a run repeatable.
+
+Training on N processes, the TRAIN-phase Data, ImageData and HDF5Data
+layers of rank r take items r, r + N, ... of the one order every rank walks
+(Caffe's DataLayer::Skip; ImageData too, which Caffe leaves unsharded);
+their shuffles then draw from the solver's random_seed, the same on every
+rank (`parallel.order_seed`), while crops and mirrors stay per rank.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from .. import fillers, image_io
+from .. import fillers, image_io, parallel
 from ..atomic import atomic_path
 from ..data_transformer import DataTransformer
 from ..datum import datum_pixels, parse_datum
@@ -37,6 +43,14 @@ def layer_rng(generator: torch.Generator) -> np.random.Generator:
     generator (Caffe seeds each layer's RNG with one caffe_rng_rand())."""
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     return np.random.default_rng(seed)
+
+
+def _order_rng(layer, generator: torch.Generator, random_order: bool) -> np.random.Generator:
+    own = layer_rng(generator)  # drawn either way: later layers' seeds stay as in one process
+    _, count = parallel.data_share(layer.phase)
+    if count == 1 or not random_order:
+        return own
+    return np.random.default_rng(parallel.order_seed(layer.name))
 
 
 class DataLayer(CaffeLayer):
@@ -253,14 +267,23 @@ class _Batches:
 
 
 class _DBBatches(_Batches):
-    def __init__(self, reader: Reader, skip: int, color: bool | None, *args):
+    def __init__(self, reader: Reader, skip: int, color: bool | None,
+                 share: tuple[int, int], *args):
         super().__init__(*args)
         self.reader = reader
         self.records = reader.cycle(skip)
         self.color = color
+        self.share = share
+        self.offset = 0  # records walked past, as Caffe's DataLayer counts them
 
     def next_item(self):
-        key, value = next(self.records)
+        rank, count = self.share
+        while True:
+            key, value = next(self.records)
+            keep = self.offset % count == rank
+            self.offset += 1
+            if keep:
+                break
         where = f"{self.reader.backend} {self.reader.path}, record key {key!r}"
         datum = parse_datum(value, where)
         return datum_pixels(datum, where, self.color), float(datum.label), where
@@ -287,6 +310,12 @@ class PrefetchingLayer(DataLayer):
         with self.naming_errors():
             return self.emit(self.prefetcher.next())
 
+    def order_rng(self, generator, random_order: bool) -> np.random.Generator:
+        """The generator of the layer's order: its own (one draw of the net's
+        generator), or, for a random order sharded across processes, one
+        every rank seeds alike."""
+        return _order_rng(self, generator, random_order)
+
     def transformer(self, generator) -> DataTransformer:
         # the transformer runs on the prefetch thread: it must not hold the layer
         return DataTransformer(self.param.transform_param, self.phase, layer_rng(generator),
@@ -312,7 +341,8 @@ class DBDataLayer(PrefetchingLayer):
         skip = int(transformer.rng.integers(p.rand_skip)) if p.rand_skip else 0
         if skip:
             log.info("layer '%s': skipping the first %d records", self.name, skip)
-        batches = _DBBatches(reader, skip, color, transformer, batch_size, len(self.param.top) == 2)
+        batches = _DBBatches(reader, skip, color, parallel.data_share(self.phase), transformer,
+                             batch_size, len(self.param.top) == 2)
         self.start_images(batches, first.shape, where)
 
 
@@ -320,7 +350,7 @@ class DBDataLayer(PrefetchingLayer):
 
 class _ImageListBatches(_Batches):
     def __init__(self, entries, root: str, size: tuple[int, int], color: bool, shuffle: bool,
-                 rng: np.random.Generator, start: int, *args):
+                 rng: np.random.Generator, start: int, share: tuple[int, int], *args):
         super().__init__(*args)
         self.entries = entries
         self.root = root
@@ -329,6 +359,9 @@ class _ImageListBatches(_Batches):
         self.shuffle = shuffle
         self.rng = rng
         self.position = start
+        self.stride = share[1]
+        for _ in range(share[0]):
+            self._advance()
 
     def read(self, index: int) -> np.ndarray:
         name = self.entries[index][0]
@@ -337,14 +370,18 @@ class _ImageListBatches(_Batches):
             image = image_io.resize_linear(image, *self.size)
         return image.transpose(2, 0, 1)
 
-    def next_item(self):
-        name, label = self.entries[self.position]
-        pixels = self.read(self.position)
+    def _advance(self) -> None:
         self.position += 1
         if self.position == len(self.entries):
             self.position = 0
             if self.shuffle:
                 self.rng.shuffle(self.entries)
+
+    def next_item(self):
+        name, label = self.entries[self.position]
+        pixels = self.read(self.position)
+        for _ in range(self.stride):
+            self._advance()
         return pixels, float(label), f"image {self.root + name}"
 
 
@@ -365,7 +402,7 @@ class ImageDataLayer(PrefetchingLayer):
         if not entries:
             raise self.error(f"image_data_param.source {p.source} lists no images")
         transformer = self.transformer(generator)
-        rng = layer_rng(generator)
+        rng = self.order_rng(generator, p.shuffle or p.rand_skip > 0)
         if p.shuffle:
             rng.shuffle(entries)
         start = 0
@@ -376,7 +413,8 @@ class ImageDataLayer(PrefetchingLayer):
                                  f"only {len(entries)} images")
         batches = _ImageListBatches(entries, p.root_folder, (p.new_height, p.new_width),
                                     p.is_color, p.shuffle, rng, start,
-                                    transformer, batch_size, True)
+                                    parallel.data_share(self.phase), transformer, batch_size,
+                                    True)
         with self.naming_errors():
             first = batches.read(start)
         self.start_images(batches, first.shape, f"image {entries[start][0]}")
@@ -418,7 +456,9 @@ class HDF5DataLayer(DataLayer):
         if not self.files:
             raise self.error(f"hdf5_data_param.source {p.source} lists no HDF5 file")
         self.shuffle = p.shuffle
-        self.rng = layer_rng(generator)
+        self.rng = _order_rng(self, generator, p.shuffle)
+        self.share = parallel.data_share(self.phase)
+        self.offset = 0  # rows walked past, as Caffe's HDF5DataLayer counts them
         self.file_order = np.arange(len(self.files))
         if self.shuffle:
             self.rng.shuffle(self.file_order)
@@ -464,6 +504,7 @@ class HDF5DataLayer(DataLayer):
             self.rng.shuffle(self.row_order)
 
     def _next_row(self) -> None:
+        self.offset += 1
         self.current_row += 1
         if self.current_row < len(self.row_order):
             return
@@ -480,7 +521,10 @@ class HDF5DataLayer(DataLayer):
 
     def forward(self, bottoms):
         batch = [np.empty((self.batch_size,) + shape, np.float32) for shape in self.row_shapes]
+        rank, count = self.share
         for i in range(self.batch_size):
+            while self.offset % count != rank:
+                self._next_row()
             row = self.row_order[self.current_row]
             for out, dataset in zip(batch, self.datasets):
                 out[i] = dataset[row]
