@@ -23,6 +23,12 @@ For every stage the driver
 
 What the run directory holds: see `solvers.run_dir`. Inside a model folder
 `python solve.py` (the stub) trains that one model in place (`--here`).
+
+Several processes (`--gpus 0,1,2,3` or `all`: one per GPU; `--procs N`: N
+CPU processes; or `torchrun`, which sets RANK / WORLD_SIZE) train each stage
+with Caffe's multi-GPU semantics (see torchcaffe.parallel): rank 0 scores,
+writes the run's files and snapshots; the other ranks keep their logs and
+metrics in `<run>/.rank<r>/`.
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ from typing import Iterator, Sequence
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from caffe_backend import caffe
-from torchcaffe import glog
+from torchcaffe import glog, parallel
 from torchcaffe.atomic import atomic_output, write_text
 from torchcaffe.floats import float32_text, float32_value
 from torchcaffe.progress import on_terminal, progress
@@ -330,6 +336,7 @@ def python_data_layer(net):
 def train_stage(name: str, folder: Path, run: RunDir, init: Path | None, from_base: bool,
                 opts: StageOptions, step_offset: int) -> StageResult:
     result = StageResult(name, folder, init=str(init) if init else "fillers")
+    leader = parallel.is_root()
     with working_directory(folder):
         _snapshot_folder(folder / "solver.prototxt")
         solver = caffe.get_solver("solver.prototxt")
@@ -337,6 +344,8 @@ def train_stage(name: str, folder: Path, run: RunDir, init: Path | None, from_ba
             log.warning("%s: no initial weights: it starts from its fillers (FCN's are "
                         "zero, so it cannot learn); pass --weights (e.g. vgg16-fcn.caffemodel "
                         "from `python -m weights prepare-base vgg16`)", name)
+        elif not leader:
+            pass  # rank 0's initial weights arrive by the broadcast below
         elif from_base:
             init_from_base(solver, init, name, opts.width)
         else:
@@ -347,13 +356,18 @@ def train_stage(name: str, folder: Path, run: RunDir, init: Path | None, from_ba
         if opts.resume is not None:
             solver.restore(str(opts.resume))
             result.init = f"resumed {opts.resume}"
+        if parallel.active():
+            nccl = parallel.NCCL(solver)
+            nccl.bcast()
+            solver.add_callback(nccl)
         total = opts.iters if opts.iters is not None else solver.param.max_iter
         _run_schedule(solver, name, folder, run, opts, total, step_offset, result)
         result.iters = solver.iter
         result.final = folder / "final.caffemodel"
-        solver.net.save(str(result.final))
+        if leader:
+            solver.net.save(str(result.final))
         if not (solver.param.snapshot and solver.iter % solver.param.snapshot == 0):
-            solver.snapshot()
+            solver.snapshot()  # every rank: rank 0 gathers their data states
     return result
 
 
@@ -463,6 +477,9 @@ def run_chain(model: str, run_root: Path, stages: str | None = None,
     names = [model] if here else stage_chain(model, stages)
     iters = stage_iters(opts.iters, names)  # checked before anything is written
     check_inputs(model, names, weights, data_dir, opts, here)
+    model_root = run_root
+    if not parallel.is_root():  # the run's files are rank 0's; the others log aside
+        run_root = run_root / f".rank{parallel.solver_rank()}"
     run = RunDir(run_root)
     chain = stage_chain(model)
     results: list[StageResult] = []
@@ -470,12 +487,12 @@ def run_chain(model: str, run_root: Path, stages: str | None = None,
     step_offset = 0
     with run.logging_to_file(), console_around_bars():
         for index, name in enumerate(names):
-            folder = run.root if here else emit_model(name, run.stage_dir(name), data_dir,
+            folder = model_root if here else emit_model(name, run.stage_dir(name), data_dir,
                                                       opts.width, opts.lr_scale, opts.training)
             if index == 0:
                 init = weights
                 if here and init is None and chain.index(name) > 0:
-                    previous = run.root.parent / chain[chain.index(name) - 1] / "final.caffemodel"
+                    previous = model_root.parent / chain[chain.index(name) - 1] / "final.caffemodel"
                     init = previous if previous.is_file() else None
             else:
                 init = results[-1].final
@@ -536,6 +553,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model", help="model to reach, e.g. voc-fcn8s (its chain is trained)")
     parser.add_argument("--stages", help="part of the chain, e.g. 32s,16s,8s or 16s,8s")
     parser.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
+    parser.add_argument("--gpus", help="train on several GPUs, one process each, with "
+                                       "Caffe's multi-GPU semantics: ids (0,1,2,3) or 'all'")
+    parser.add_argument("--procs", type=int, default=0,
+                        help="train on N CPU processes with the same semantics (gloo)")
     parser.add_argument("--iters", help="iterations of every stage (e.g. 1000), or one count "
                                         "per stage run (e.g. 1800,900,300); default: max_iter")
     parser.add_argument("--test-interval", type=int, default=4000,
@@ -572,12 +593,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     study.add_argument("--mirror", action="store_true", help="random left-right flips")
     study.add_argument("--jitter", type=int, default=0,
                        help="random translation of up to N pixels per axis (paper: 32)")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.here and args.lr_scale != 1.0:
         parser.error("--lr-scale applies to the model folders the driver writes; with "
                      "--here edit base_lr in this folder's solver.prototxt")
+    if sum((args.gpu is not None, bool(args.gpus), args.procs > 0)) > 1:
+        parser.error("give one of --gpu, --gpus and --procs")
+    if args.procs < 0:
+        parser.error(f"--procs must be positive, got {args.procs}")
+    try:
+        devices = parallel.parse_devices(args.gpus) if args.gpus else []
+    except CaffeError as exc:
+        parser.exit(1, f"solve.py: error: {exc}\n")
+    count = len(devices) or args.procs
+    if "RANK" not in os.environ and count > 1:
+        if caffe.__name__ != "torchcaffe":
+            parser.exit(1, "solve.py: error: training on several processes needs torchcaffe "
+                           "(unset FCN_CAFFE)\n")
+        return parallel.launch_local(count, ["-m", "solvers.solve", *argv])
+    if devices:
+        args.gpu = devices[parallel.local_rank() % len(devices)]
     with glog.console():
         results = _solve(args, parser)
+    if not parallel.is_root():
+        return 0
     for result in results:
         best = f"{result.best_mean_iu:.4f}" if math.isfinite(result.best_mean_iu) else "n/a"
         lr = "n/a" if result.lr is None else float32_text(result.lr)
@@ -600,6 +640,8 @@ def _solve(args, parser) -> list[StageResult]:
         if args.gpu is not None:
             caffe.set_device(args.gpu)
             caffe.set_mode_gpu()
+        if "RANK" in os.environ and parallel.init_from_env():
+            parallel.quiet_unless_root()
         iters = parse_iters(args.iters) if args.iters is not None else None
         opts = StageOptions(iters=iters, test_interval=args.test_interval,
                             test_images=args.test_images, save_predictions=args.save_predictions,
@@ -614,6 +656,8 @@ def _solve(args, parser) -> list[StageResult]:
                          here=args.here)
     except CaffeError as exc:
         parser.exit(1, f"solve.py: error: {exc}\n")
+    finally:
+        parallel.shutdown()
 
 
 if __name__ == "__main__":

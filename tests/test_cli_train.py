@@ -124,8 +124,10 @@ def run_tool(capsys, *args) -> tuple[int, str]:
     (["-solver", "s.prototxt", "-sigint_effect", "halt"],
      "train: flag -sigint_effect must be stop, snapshot or none, got 'halt'"),
     (["-solver", "missing.prototxt"], "cannot read solver prototxt missing.prototxt"),
-    (["-solver", "solver.prototxt", "-gpu", "0,1"],
-     "multi-GPU training comes with distributed training"),
+    # without CUDA (or with one GPU): one line saying so, before anything starts
+    (["-solver", "solver.prototxt", "-gpu", "0,1"], "CUDA device"),
+    (["-solver", "solver.prototxt", "-gpu", "0", "-procs", "2"],
+     "give -gpu (one process per GPU) or -procs (CPU processes), not both"),
     (["-solver", "solver.prototxt", "-gpu", "one"],
      "flag -gpu takes device ids separated by ',' or 'all', got 'one'"),
     (["-solver", "solver.prototxt", "-weights", "missing.caffemodel"], "missing.caffemodel"),

@@ -1,8 +1,14 @@
 """`torchcaffe train`: train or fine-tune a model, as `caffe train`.
 
     torchcaffe train -solver solver.prototxt [-weights a.caffemodel,b.caffemodel]
-                     [-snapshot x.solverstate] [-gpu 0] [-iterations N]
-                     [-sigint_effect stop] [-sighup_effect snapshot]
+                     [-snapshot x.solverstate] [-gpu 0 | 0,1 | all] [-procs N]
+                     [-iterations N] [-sigint_effect stop] [-sighup_effect snapshot]
+
+Several devices (`-gpu 0,1` or `all`) train with Caffe's multi-GPU
+semantics, one process per device (see torchcaffe.parallel); `-procs N`
+does the same with N CPU processes. Under `torchrun` (RANK, WORLD_SIZE in
+the environment) each process trains as its rank, on CUDA device number
+LOCAL_RANK of the `-gpu` list (or the CPU without `-gpu`).
 
 SIGINT and SIGHUP do what `-sigint_effect` / `-sighup_effect` say (stop,
 snapshot or none; Caffe's defaults: SIGINT stops, and the final snapshot is
@@ -14,8 +20,10 @@ max_iter (Caffe's train ignores that flag).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
+from .. import parallel
 from ..solver import SolverAction, get_solver, read_solver_prototxt
 from .flags import GPU, LEVEL, STAGE, Flag, FlagError, comma_list, gpu_ids, use_device
 
@@ -28,6 +36,7 @@ FLAGS = (
                              "-snapshot"),
     Flag("snapshot", str, "", "a .solverstate to resume training from"),
     GPU,
+    Flag("procs", int, 0, "train on N CPU processes with multi-GPU semantics (gloo)"),
     Flag("iterations", int, 0, "train to this iteration (default: the solver's max_iter)"),
     Flag("sigint_effect", str, "stop", f"on SIGINT: {_EFFECTS} (default stop)"),
     Flag("sighup_effect", str, "snapshot", f"on SIGHUP: {_EFFECTS} (default snapshot)"),
@@ -91,18 +100,43 @@ def run(values: dict) -> int:
         log.info("max_iter %d -> %d (-iterations)", param.max_iter, values["iterations"])
         param.max_iter = values["iterations"]
 
-    ids = gpu_ids(values["gpu"])
+    if values["procs"] < 0:
+        raise FlagError(f"train: flag -procs must be positive, got {values['procs']}")
+    if values["procs"] and values["gpu"]:
+        raise FlagError("train: give -gpu (one process per GPU) or -procs (CPU processes), "
+                        "not both")
+    several = values["gpu"] == "all" or len(comma_list(values["gpu"])) > 1
+    ids = parallel.parse_devices(values["gpu"]) if several else gpu_ids(values["gpu"])
     if not values["gpu"] and param.HasField("solver_mode") \
             and param.solver_mode == param.SolverMode.GPU:
         ids = [param.device_id]  # the solver asks for a GPU (device_id defaults to 0)
-    if len(ids) > 1:
-        raise FlagError(f"train: -gpu {values['gpu']} names {len(ids)} devices; multi-GPU "
-                        "training comes with distributed training, give one device for now "
-                        "(e.g. -gpu 0)")
+    in_group = "RANK" in os.environ
+    if not in_group and (len(ids) > 1 or values["procs"] > 1):
+        count = len(ids) if len(ids) > 1 else values["procs"]
+        log.info("Using %s", f"GPUs {', '.join(map(str, ids))}" if len(ids) > 1
+                 else f"{count} CPU processes")
+        return parallel.launch_local(count, ["-m", "torchcaffe", "train", *_as_argv(values)])
+    if in_group and ids:
+        ids = [ids[parallel.local_rank() % len(ids)]]
     if ids:
         log.info("Using GPUs %d", ids[0])
     use_device(ids)
+    if in_group:
+        parallel.init_from_env()
+        parallel.quiet_unless_root()
+    try:
+        return _train(param, solver_file, values, on_sigint, on_sighup)
+    finally:
+        parallel.shutdown()
 
+
+def _as_argv(values: dict) -> list[str]:
+    """The flags that differ from their defaults, to hand to each process."""
+    defaults = {flag.name: flag.default for flag in FLAGS}
+    return [f"-{name}={value}" for name, value in values.items() if value != defaults[name]]
+
+
+def _train(param, solver_file, values, on_sigint, on_sighup) -> int:
     with SignalRequests(on_sigint, on_sighup) as requests:
         solver = get_solver(param, source=solver_file)
         solver.set_action_function(requests.requested_action)
@@ -113,6 +147,10 @@ def run(values: dict) -> int:
             log.info("Finetuning from %s", weights)
             for net in (solver.net, *solver.test_nets):
                 net.copy_from(weights)
+        if parallel.active():
+            nccl = parallel.NCCL(solver)
+            nccl.bcast()
+            solver.add_callback(nccl)
         log.info("Starting Optimization")
         solver.solve()
     log.info("Optimization Done.")

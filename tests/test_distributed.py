@@ -1,0 +1,268 @@
+"""Training on several processes (gloo, CPU) with Caffe's multi-GPU semantics.
+
+Each case starts real processes (2 ranks, one torch thread each) on a tiny
+segmentation net fed by the SBDD data layer over synthetic scenes, and
+checks against a one-process run or a file round trip:
+
+- 2 ranks at batch 1 == 1 process at iter_size 2 over the same interleaved
+  streams (a script written like BVLC's python/train.py: caffe.NCCL, uid);
+- `torchcaffe train -procs 2`: snapshots by rank 0, a SIGKILLed rank stops
+  the other with one error and leaves no partial snapshot, and the last
+  complete snapshot resumes bit for bit; another world size is refused;
+- ranks reading different solver files are stopped at the start.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import torchcaffe as caffe
+from data_layers import synthetic
+from torchcaffe.caffemodel import read_caffemodel
+from torchcaffe.errors import CaffeError
+from torchcaffe.solverstate import read_solverstate
+
+REPO = Path(__file__).resolve().parents[1]
+
+NET = """
+name: "tiny-seg"
+layer {{ name: "data" type: "Python" top: "data" top: "label"
+  python_param {{ module: "data_layers.voc_layers" layer: "SBDDSegDataLayer"
+    param_str: "{{'sbdd_dir': '{sbdd}', 'seed': 1337, 'split': 'train', 'mean': (104.0, 116.0, 122.0)}}" }} }}
+layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  param {{ lr_mult: 1 decay_mult: 1 }} param {{ lr_mult: 2 decay_mult: 0 }}
+  convolution_param {{ num_output: 4 kernel_size: 3 pad: 1
+    weight_filler {{ type: "gaussian" std: 0.1 }} bias_filler {{ type: "constant" value: 0.1 }} }} }}
+layer {{ name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }}
+{extra}
+layer {{ name: "score" type: "Convolution" bottom: "conv1" top: "score"
+  convolution_param {{ num_output: 21 kernel_size: 1 weight_filler {{ type: "gaussian" std: 0.1 }} }} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
+  loss_param {{ ignore_label: 255 normalize: {normalize} }} }}
+"""
+DROPOUT = ('layer { name: "drop1" type: "Dropout" bottom: "conv1" top: "conv1" '
+           'dropout_param { dropout_ratio: 0.5 } }')
+# rank 1 kills itself (SIGKILL) in the forward of its 5th batch (iteration 4)
+KILLER = ('layer { name: "killer" type: "Python" bottom: "conv1" top: "probe" '
+          'python_param { module: "dist_killer" layer: "KillAt" param_str: "5" } }')
+KILLER_MODULE = textwrap.dedent('''
+    import os, signal
+    import caffe_backend
+    caffe = caffe_backend.caffe
+
+    class KillAt(caffe.Layer):
+        def setup(self, bottom, top):
+            self.at, self.calls = int(self.param_str), 0
+        def reshape(self, bottom, top):
+            top[0].reshape(1)
+        def forward(self, bottom, top):
+            self.calls += 1
+            if caffe.solver_rank() == 1 and self.calls == self.at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        def backward(self, top, propagate_down, bottom):
+            pass
+''')
+
+SOLVER = """
+train_net: "{net}"
+base_lr: {lr}
+lr_policy: "fixed"
+momentum: {momentum}
+weight_decay: 0.0005
+iter_size: {iter_size}
+display: 0
+max_iter: {max_iter}
+snapshot: {snapshot}
+snapshot_prefix: "{prefix}"
+random_seed: 5
+"""
+
+# the FCN recipe (sum loss, momentum 0.99) and a normalized loss
+RECIPES = {"normalized, momentum 0.9": dict(normalize="true", momentum=0.9, lr=0.01),
+           "FCN: unnormalized, momentum 0.99": dict(normalize="false", momentum=0.99, lr=1e-5)}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    synthetic.generate(root, seed=3, train=7, val=2, height=16, width=16)
+    return root / "sbdd" / "dataset"
+
+
+def write_solver(folder: Path, name: str, sbdd: Path, *, extra="", normalize="false",
+                 momentum=0.9, lr=1e-5, iter_size=1, max_iter=10, snapshot=0,
+                 prefix="snap/train") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    net = folder / f"{name}.net.prototxt"
+    net.write_text(NET.format(sbdd=sbdd, extra=extra, normalize=normalize))
+    (folder / Path(prefix).parent).mkdir(parents=True, exist_ok=True)
+    solver = folder / f"{name}.solver.prototxt"
+    solver.write_text(SOLVER.format(net=net, lr=lr, momentum=momentum, iter_size=iter_size,
+                                    max_iter=max_iter, snapshot=snapshot,
+                                    prefix=folder / prefix))
+    return solver
+
+
+def child_env(tmp_path: Path, timeout_s: float = 20) -> dict:
+    path = [str(REPO), str(tmp_path), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path)),
+            "OMP_NUM_THREADS": "1", "TORCHCAFFE_COMM_TIMEOUT": str(timeout_s)}
+
+
+def params_of(net) -> dict[str, np.ndarray]:
+    return {f"{name}/{i}": blob.data.copy() for name, blobs in net.params.items()
+            for i, blob in enumerate(blobs)}
+
+
+# ---------------------------------------------------------------- equivalence
+
+# As BVLC's python/train.py: one Process per rank, a shared NCCL uid.
+TRAIN_PY = textwrap.dedent('''
+    import sys
+    from multiprocessing import Process
+    import numpy as np
+    import torch
+    import torchcaffe as caffe
+
+    def solve(protos, uid, rank, count):
+        torch.set_num_threads(1)
+        caffe.set_mode_cpu()
+        caffe.set_solver_count(count)
+        caffe.set_solver_rank(rank)
+        caffe.set_multiprocess(True)
+        for proto in protos:
+            solver = caffe.SGDSolver(proto)
+            nccl = caffe.NCCL(solver, uid)
+            nccl.bcast()
+            solver.add_callback(nccl)
+            if solver.param.layer_wise_reduce:
+                solver.net.after_backward(nccl)
+            solver.step(solver.param.max_iter)
+            if rank == 0:
+                np.savez(proto + ".npz", **{f"{k}/{i}": b.data for k, bs in
+                                            solver.net.params.items() for i, b in enumerate(bs)})
+
+    if __name__ == "__main__":
+        uid = caffe.NCCL.new_uid()
+        procs = [Process(target=solve, args=(sys.argv[1:], uid, rank, 2)) for rank in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        sys.exit(max(abs(p.exitcode) for p in procs))
+''')
+
+
+def test_two_ranks_at_batch_1_equal_one_process_at_iter_size_2(tmp_path, dataset):
+    protos = {recipe: write_solver(tmp_path / f"r{i}", "ranks", dataset, **settings)
+              for i, (recipe, settings) in enumerate(RECIPES.items())}
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_PY)
+    result = subprocess.run([sys.executable, str(script), *map(str, protos.values())],
+                            env=child_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for i, (recipe, settings) in enumerate(RECIPES.items()):
+        ranks = np.load(f"{protos[recipe]}.npz")
+        single = caffe.SGDSolver(str(write_solver(tmp_path / f"r{i}", "single", dataset,
+                                                  iter_size=2, **settings)))
+        start = params_of(single.net)
+        single.step(10)
+        moved = 0
+        for key, value in params_of(single.net).items():
+            np.testing.assert_allclose(ranks[key], value, rtol=1e-5, atol=1e-7,
+                                       err_msg=f"{recipe}: {key}")
+            moved += not np.allclose(value, start[key])
+        assert moved >= 3, f"{recipe}: training barely changed the params"
+
+
+# ---------------------------------------------------------------- snapshots, faults
+
+def run_train(tmp_path, solver, *extra, timeout_s=20):
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "torchcaffe", "train", f"-solver={solver}", "-procs=2", *extra],
+        env=child_env(tmp_path, timeout_s), capture_output=True, text=True, timeout=180)
+    return result, time.monotonic() - started
+
+
+def test_snapshot_kill_and_bit_exact_resume_of_two_processes(tmp_path, dataset):
+    (tmp_path / "dist_killer.py").write_text(KILLER_MODULE)
+    common = dict(extra=DROPOUT, momentum=0.99, max_iter=6, snapshot=3)
+    straight = write_solver(tmp_path, "a", dataset, prefix="snap_a/train", **common)
+    result, _ = run_train(tmp_path, straight)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "snap_a").iterdir()) == [
+        f"train_iter_{i}.{ext}" for i in (3, 6)
+        for ext in ("caffemodel", "datastate.json", "solverstate")]
+
+    # rank 1 dies during iteration 4: rank 0 stops with one error, in bounded time
+    killed = write_solver(tmp_path, "b", dataset, prefix="snap_b/train",
+                          **{**common, "extra": DROPOUT + "\n" + KILLER})
+    result, seconds = run_train(tmp_path, killed, timeout_s=10)
+    assert result.returncode != 0
+    assert seconds < 60
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "another training process died or stopped answering" in errors[0]
+    assert sorted(p.name for p in (tmp_path / "snap_b").iterdir()) == [
+        "train_iter_3.caffemodel", "train_iter_3.datastate.json", "train_iter_3.solverstate"]
+
+    # its last complete snapshot resumes as if nothing had happened
+    resumed = write_solver(tmp_path, "c", dataset, prefix="snap_c/train", **common)
+    result, _ = run_train(tmp_path, resumed, f"-snapshot={tmp_path}/snap_b/train_iter_3.solverstate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = read_caffemodel(str(tmp_path / "snap_a" / "train_iter_6.caffemodel"))
+    c = read_caffemodel(str(tmp_path / "snap_c" / "train_iter_6.caffemodel"))
+    assert [layer.name for layer in a.layer] == [layer.name for layer in c.layer]
+    for la, lc in zip(a.layer, c.layer):
+        assert [list(b.data) for b in la.blobs] == [list(b.data) for b in lc.blobs], la.name
+    history_a = read_solverstate(str(tmp_path / "snap_a" / "train_iter_6.solverstate")).history
+    history_c = read_solverstate(str(tmp_path / "snap_c" / "train_iter_6.solverstate")).history
+    for ha, hc in zip(history_a, history_c):
+        np.testing.assert_array_equal(ha, hc)
+
+    # another number of processes is refused, with what to do instead
+    one = caffe.SGDSolver(str(write_solver(tmp_path, "d", dataset, prefix="snap_d/train",
+                                           **common)))
+    with pytest.raises(CaffeError, match=r"written by a run of 2 training process\(es\), this "
+                                         r"run has 1: resume with 2"):
+        one.restore(str(tmp_path / "snap_a" / "train_iter_3.solverstate"))
+
+
+MISMATCH = textwrap.dedent('''
+    import sys
+    from pathlib import Path
+    import torchcaffe as caffe
+    from torchcaffe import parallel
+    from torchcaffe.errors import CaffeError
+
+    parallel.init_from_env()
+    solver = caffe.SGDSolver(sys.argv[1 + parallel.solver_rank()])
+    try:
+        parallel.NCCL(solver)
+    except CaffeError as exc:
+        Path(sys.argv[3], f"rank{parallel.solver_rank()}.err").write_text(str(exc))
+        sys.exit(1)
+''')
+
+
+def test_ranks_with_different_solver_files_stop_at_the_start(tmp_path, dataset, monkeypatch):
+    from torchcaffe import parallel
+
+    first = write_solver(tmp_path, "lr1", dataset, lr=1e-5)
+    second = write_solver(tmp_path, "lr2", dataset, lr=2e-5)
+    script = tmp_path / "mismatch.py"
+    script.write_text(MISMATCH)
+    for name, value in child_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    assert parallel.launch_local(2, [str(script), str(first), str(second), str(tmp_path)]) == 1
+    for rank in (0, 1):
+        message = (tmp_path / f"rank{rank}.err").read_text()
+        assert message == ("the 2 training processes disagree on their solver settings: "
+                           "rank(s) [1] differ from rank 0 (every process must read the same "
+                           "net and solver files)")
