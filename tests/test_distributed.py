@@ -23,7 +23,6 @@ import pytest
 
 import torchcaffe as caffe
 from data_layers import synthetic
-from torchcaffe.caffemodel import read_caffemodel
 from torchcaffe.errors import CaffeError
 from torchcaffe.solverstate import read_solverstate
 
@@ -216,11 +215,8 @@ def test_snapshot_kill_and_bit_exact_resume_of_two_processes(tmp_path, dataset):
     resumed = write_solver(tmp_path, "c", dataset, prefix="snap_c/train", **common)
     result, _ = run_train(tmp_path, resumed, f"-snapshot={tmp_path}/snap_b/train_iter_3.solverstate")
     assert result.returncode == 0, result.stderr[-3000:]
-    a = read_caffemodel(str(tmp_path / "snap_a" / "train_iter_6.caffemodel"))
-    c = read_caffemodel(str(tmp_path / "snap_c" / "train_iter_6.caffemodel"))
-    assert [layer.name for layer in a.layer] == [layer.name for layer in c.layer]
-    for la, lc in zip(a.layer, c.layer):
-        assert [list(b.data) for b in la.blobs] == [list(b.data) for b in lc.blobs], la.name
+    assert (tmp_path / "snap_a" / "train_iter_6.caffemodel").read_bytes() == \
+        (tmp_path / "snap_c" / "train_iter_6.caffemodel").read_bytes()
     history_a = read_solverstate(str(tmp_path / "snap_a" / "train_iter_6.solverstate")).history
     history_c = read_solverstate(str(tmp_path / "snap_c" / "train_iter_6.solverstate")).history
     for ha, hc in zip(history_a, history_c):

@@ -30,6 +30,8 @@ instead of hanging.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -221,6 +223,11 @@ def shutdown() -> None:
     _STATE["group"] = False
 
 
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
@@ -280,7 +287,10 @@ class NCCL:
             if uid is None:
                 raise CaffeError(f"NCCL: solver_count is {solver_count()}: give the uid "
                                  "(NCCL.new_uid()) that every process shares")
-            _init_group(_uid_init_method(uid), solver_rank(), solver_count())
+            method = _uid_init_method(uid)
+            _init_group(method, solver_rank(), solver_count())
+            if is_root():  # the rendezvous file outlives the store: remove it at exit
+                atexit.register(_remove_quietly, method.removeprefix("file://"))
         if active():
             self._check_agreement()
 
