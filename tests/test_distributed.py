@@ -11,6 +11,7 @@ checks against a one-process run or a file round trip:
   complete snapshot resumes bit for bit; another world size is refused;
 - ranks reading different solver files are stopped at the start.
 """
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +28,13 @@ from torchcaffe.errors import CaffeError
 from torchcaffe.solverstate import read_solverstate
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def caffe_cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
 
 NET = """
 name: "tiny-seg"
@@ -262,3 +270,42 @@ def test_ranks_with_different_solver_files_stop_at_the_start(tmp_path, dataset, 
         assert message == ("the 2 training processes disagree on their solver settings: "
                            "rank(s) [1] differ from rank 0 (every process must read the same "
                            "net and solver files)")
+
+
+# ---------------------------------------------------------------- the staged driver
+
+def test_solve_py_trains_a_stage_on_two_processes(tmp_path):
+    from test_staged import WIDTH, random_base
+
+    synthetic.generate(tmp_path / "data", seed=1, train=5, val=2, height=40, width=48)
+    base = random_base(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "solvers.solve", "voc-fcn32s", "--procs", "2", "--iters", "2",
+         "--width", str(WIDTH), "--data", str(tmp_path / "data"), "--weights", str(base),
+         "--test-images", "1", "--save-predictions", "none", "--out", str(tmp_path / "run")],
+        env=child_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("voc-fcn32s: 2 iterations") == 1  # rank 0 reports
+    stage = tmp_path / "run" / "voc-fcn32s"
+    assert sorted(p.name for p in (stage / "snapshot").iterdir()) == [
+        "train_iter_2.caffemodel", "train_iter_2.datastate.json", "train_iter_2.solverstate"]
+    document = json.loads((stage / "snapshot" / "train_iter_2.datastate.json").read_text())
+    assert document["world_size"] == 2 and len(document["ranks"]) == 2
+    assert (stage / "final.caffemodel").is_file()
+    other = tmp_path / "run" / ".rank1"  # rank 1 keeps its logs aside and writes no weights
+    assert (other / "train.log").is_file()
+    assert not list(other.rglob("*.caffemodel"))
+
+
+@pytest.mark.skipif(caffe_cuda_count() >= 2, reason="this machine has GPUs to train on")
+def test_gpus_without_cuda_is_one_error_line(capsys):
+    from solvers.solve import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["voc-fcn8s", "--gpus", "0,1"])
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "solve.py: error: GPUs '0,1' asked for, but no CUDA device is available to PyTorch on "
+        "this machine (train on CPU processes instead: --procs N / -procs N)"
+        if caffe_cuda_count() == 0 else "solve.py: error: GPUs '0,1': give distinct ids among "
+        "the 1 CUDA device(s) 0..0"]

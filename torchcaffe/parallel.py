@@ -42,8 +42,6 @@ import tempfile
 import time
 from typing import Sequence
 
-import torch
-
 from .errors import CaffeError
 
 log = logging.getLogger(__name__)
@@ -322,6 +320,8 @@ class NCCL:
             return
         import torch.distributed as dist
 
+        import torch
+
         datas = [b.data_tensor for b in self.solver.net.learnable_params]
         if not datas:
             return
@@ -343,6 +343,7 @@ class NCCL:
         process acts on it after this iteration's update."""
         if not active():
             return
+        import torch
         import torch.distributed as dist
 
         solver = self.solver
@@ -375,6 +376,8 @@ def count_text() -> str:
 
 def parse_devices(text: str) -> list[int]:
     """'0,1,3' or 'all' -> CUDA device ids; one clear error where there is no CUDA."""
+    import torch
+
     if not torch.cuda.is_available():
         raise CaffeError(f"GPUs '{text}' asked for, but no CUDA device is available to "
                          "PyTorch on this machine (train on CPU processes instead: "

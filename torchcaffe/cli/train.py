@@ -24,11 +24,11 @@ import os
 import signal
 
 from .. import parallel
-from ..solver import SolverAction, get_solver, read_solver_prototxt
 from .flags import GPU, LEVEL, STAGE, Flag, FlagError, comma_list, gpu_ids, use_device
 
 log = logging.getLogger(__name__)
 
+_EFFECT_NAMES = ("stop", "snapshot", "none")  # SolverAction's values
 _EFFECTS = "stop, snapshot or none"
 FLAGS = (
     Flag("solver", str, "", "the solver definition prototxt"),
@@ -45,7 +45,10 @@ FLAGS = (
 )
 
 
-def signal_effect(flag: str, value: str) -> SolverAction:
+def signal_effect(flag: str, value: str):
+    """The SolverAction a -sigint_effect / -sighup_effect value names."""
+    from ..solver import SolverAction
+
     try:
         return SolverAction(value)
     except ValueError:
@@ -56,7 +59,7 @@ class SignalRequests:
     """Caffe's SignalHandler: SIGINT / SIGHUP only note that they came; the
     solver's action function reads (and clears) them, SIGHUP first."""
 
-    def __init__(self, on_sigint: SolverAction, on_sighup: SolverAction):
+    def __init__(self, on_sigint, on_sighup):
         self._effects = {signal.SIGINT: on_sigint}
         if hasattr(signal, "SIGHUP"):  # not on Windows
             self._effects = {signal.SIGHUP: on_sighup, **self._effects}
@@ -66,7 +69,9 @@ class SignalRequests:
     def _note(self, signum, frame) -> None:
         self._pending.add(signum)
 
-    def requested_action(self) -> SolverAction:
+    def requested_action(self):
+        from ..solver import SolverAction
+
         for signum, effect in self._effects.items():
             if signum in self._pending:
                 self._pending.discard(signum)
@@ -89,33 +94,32 @@ def run(values: dict) -> int:
     if values["snapshot"] and values["weights"]:
         raise FlagError("train: give -snapshot to resume training or -weights to fine-tune, "
                         "not both")
-    on_sigint = signal_effect("sigint_effect", values["sigint_effect"])
-    on_sighup = signal_effect("sighup_effect", values["sighup_effect"])
     if values["iterations"] < 0:
         raise FlagError(f"train: flag -iterations must be positive, got {values['iterations']}")
-    param = read_solver_prototxt(solver_file)
-    param.train_state.level = values["level"]
-    param.train_state.stage.extend(comma_list(values["stage"]))
-    if values["iterations"]:
-        log.info("max_iter %d -> %d (-iterations)", param.max_iter, values["iterations"])
-        param.max_iter = values["iterations"]
-
     if values["procs"] < 0:
         raise FlagError(f"train: flag -procs must be positive, got {values['procs']}")
     if values["procs"] and values["gpu"]:
         raise FlagError("train: give -gpu (one process per GPU) or -procs (CPU processes), "
                         "not both")
     several = values["gpu"] == "all" or len(comma_list(values["gpu"])) > 1
+    in_group = "RANK" in os.environ
+    if not in_group and (several or values["procs"] > 1):
+        return _launch(values, several)  # before torch is imported: each process imports it
+
+    from ..solver import read_solver_prototxt
+
+    on_sigint = signal_effect("sigint_effect", values["sigint_effect"])
+    on_sighup = signal_effect("sighup_effect", values["sighup_effect"])
+    param = read_solver_prototxt(solver_file)
+    param.train_state.level = values["level"]
+    param.train_state.stage.extend(comma_list(values["stage"]))
+    if values["iterations"]:
+        log.info("max_iter %d -> %d (-iterations)", param.max_iter, values["iterations"])
+        param.max_iter = values["iterations"]
     ids = parallel.parse_devices(values["gpu"]) if several else gpu_ids(values["gpu"])
     if not values["gpu"] and param.HasField("solver_mode") \
             and param.solver_mode == param.SolverMode.GPU:
         ids = [param.device_id]  # the solver asks for a GPU (device_id defaults to 0)
-    in_group = "RANK" in os.environ
-    if not in_group and (len(ids) > 1 or values["procs"] > 1):
-        count = len(ids) if len(ids) > 1 else values["procs"]
-        log.info("Using %s", f"GPUs {', '.join(map(str, ids))}" if len(ids) > 1
-                 else f"{count} CPU processes")
-        return parallel.launch_local(count, ["-m", "torchcaffe", "train", *_as_argv(values)])
     if in_group and ids:
         ids = [ids[parallel.local_rank() % len(ids)]]
     if ids:
@@ -130,6 +134,19 @@ def run(values: dict) -> int:
         parallel.shutdown()
 
 
+def _launch(values: dict, several_gpus: bool) -> int:
+    """One process per GPU (or -procs CPU processes), each running this command."""
+    for flag in ("sigint_effect", "sighup_effect"):
+        if values[flag] not in _EFFECT_NAMES:
+            raise FlagError(f"train: flag -{flag} must be {_EFFECTS}, got '{values[flag]}'")
+    if not os.path.isfile(values["solver"]):
+        raise FlagError(f"cannot read solver prototxt {values['solver']}")
+    ids = parallel.parse_devices(values["gpu"]) if several_gpus else []
+    count = len(ids) or values["procs"]
+    log.info("Using %s", f"GPUs {', '.join(map(str, ids))}" if ids else f"{count} CPU processes")
+    return parallel.launch_local(count, ["-m", "torchcaffe", "train", *_as_argv(values)])
+
+
 def _as_argv(values: dict) -> list[str]:
     """The flags that differ from their defaults, to hand to each process."""
     defaults = {flag.name: flag.default for flag in FLAGS}
@@ -137,6 +154,8 @@ def _as_argv(values: dict) -> list[str]:
 
 
 def _train(param, solver_file, values, on_sigint, on_sighup) -> int:
+    from ..solver import get_solver
+
     with SignalRequests(on_sigint, on_sighup) as requests:
         solver = get_solver(param, source=solver_file)
         solver.set_action_function(requests.requested_action)
