@@ -17,7 +17,8 @@ import platform
 import sys
 import time
 
-SECTIONS = ["net_speed", "load_speed", "solver_speed", "score_speed", "data_speed"]
+SECTIONS = ["net_speed", "load_speed", "solver_speed", "score_speed", "data_speed",
+            "dist_speed"]
 
 
 def _devices() -> list[str]:

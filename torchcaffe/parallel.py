@@ -325,7 +325,10 @@ class NCCL:
         datas = [b.data_tensor for b in self.solver.net.learnable_params]
         if not datas:
             return
-        flat = torch.cat([d.reshape(-1) for d in datas])
+        from . import mode
+
+        # the params reach the GPU at the first forward; NCCL needs them there now
+        flat = torch.cat([d.reshape(-1) for d in datas]).to(mode.device())
         _collective("broadcasting rank 0's weights", dist.broadcast, flat, src=0)
         offset = 0
         with torch.no_grad():
