@@ -130,6 +130,7 @@ def params_of(net) -> dict[str, np.ndarray]:
 
 # As BVLC's python/train.py: one Process per rank, a shared NCCL uid.
 TRAIN_PY = textwrap.dedent('''
+    import os
     import sys
     from multiprocessing import Process
     import numpy as np
@@ -138,7 +139,11 @@ TRAIN_PY = textwrap.dedent('''
 
     def solve(protos, uid, rank, count):
         torch.set_num_threads(1)
-        caffe.set_mode_cpu()
+        if os.environ.get("FCN_TEST_DEVICE") == "cuda":  # the GPU check: a GPU per rank
+            caffe.set_device(rank)
+            caffe.set_mode_gpu()
+        else:
+            caffe.set_mode_cpu()
         caffe.set_solver_count(count)
         caffe.set_solver_rank(rank)
         caffe.set_multiprocess(True)
