@@ -36,6 +36,7 @@ import datetime
 import hashlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -399,6 +400,27 @@ def parse_devices(text: str) -> list[int]:
     return ids
 
 
+def _forward_signals(children: list) -> dict:
+    """SIGINT / SIGHUP to the launcher go to rank 0, whose stop or snapshot
+    request every rank then follows; SIGTERM ends every rank."""
+    def to_root(signum, frame):
+        if children and children[0].poll() is None:
+            children[0].send_signal(signum)
+
+    def to_all(signum, frame):
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    handlers = {signal.SIGINT: to_root, signal.SIGTERM: to_all}
+    if hasattr(signal, "SIGHUP"):
+        handlers[signal.SIGHUP] = to_root
+    try:
+        return {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    except ValueError:  # not the main thread: leave the signals alone
+        return {}
+
+
 def launch_local(count: int, argv: Sequence[str], grace_s: float = 10.0) -> int:
     """Run `python argv...` in `count` processes on this machine, as torchrun
     would (RANK, WORLD_SIZE, LOCAL_RANK; a file rendezvous, so no port is
@@ -408,7 +430,8 @@ def launch_local(count: int, argv: Sequence[str], grace_s: float = 10.0) -> int:
     rendezvous = tempfile.NamedTemporaryFile(prefix="torchcaffe-rdzv-", delete=False)
     rendezvous.close()
     os.unlink(rendezvous.name)  # the store creates it; it must not hold stale data
-    children = []
+    children: list[subprocess.Popen] = []
+    previous = _forward_signals(children)
     try:
         for rank in range(count):
             env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(count),
@@ -427,9 +450,16 @@ def launch_local(count: int, argv: Sequence[str], grace_s: float = 10.0) -> int:
                     if child.poll() is None:
                         child.terminate()
             time.sleep(0.1)
+        for rank, child in enumerate(children):
+            if child.returncode < 0:
+                log.warning("rank %d was ended by signal %s", rank,
+                            signal.Signals(-child.returncode).name)
         codes = [child.returncode for child in children]
-        return status or next((code for code in codes if code), 0)
+        status = status or next((code for code in codes if code), 0)
+        return 128 - status if status < 0 else status  # as a shell reports a signal
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         for child in children:
             if child.poll() is None:
                 child.kill()
