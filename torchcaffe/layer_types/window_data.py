@@ -19,6 +19,11 @@ is warped (INTER_LINEAR) and placed where it falls in the crop_size x
 crop_size output, the rest stays 0. Mirror flips at random (both phases).
 Pixel values are (pixel - mean) * window_data_param.scale, as BVLC's layer
 computes them (transform_param gives crop_size, mirror and the mean).
+
+Training on N processes, each rank draws its windows from its own generator
+(seeded from random_seed + rank, as in Caffe): the layer samples with
+replacement and has no order to share out, so the ranks' batches are
+independent draws rather than interleaved shares.
 """
 from __future__ import annotations
 
