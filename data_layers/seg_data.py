@@ -568,27 +568,30 @@ class SegDataLayer(caffe.Layer):
                 f"this layer reads split '{self.split}' of {len(self.indices)}"
             )
         share = state.get("share", [0, 1])
-        if list(share) != list(self._share):
-            raise CaffeError(f"{layer}: the sampling state is for share {share[0]} of {share[1]} "
-                             f"training processes, this layer reads share {self._share[0]} of "
-                             f"{self._share[1]}")
+        if share != list(self._share):
+            shown = (f"share {share[0]} of {share[1]}" if isinstance(share, list)
+                     and len(share) == 2 else f"share {share!r:.50}")
+            raise CaffeError(f"{layer}: the sampling state is for {shown} training processes, "
+                             f"this layer reads share {self._share[0]} of {self._share[1]}")
         if (rng is None) != (self._sampler.rng is None):
             raise CaffeError(f"{layer}: the sampling state's order (random or not) differs from this layer's")
         if not isinstance(idx, int) or not 0 <= idx < count:
             raise CaffeError(f"{layer}: sampling state index {idx!r} is outside 0..{count - 1}")
+        augment = state.get("augment")
+        if augment is not None:
+            try:  # on a scratch generator first: a refused state must change nothing
+                np.random.default_rng().bit_generator.state = augment
+            except (TypeError, ValueError, KeyError) as exc:
+                raise CaffeError(f"{layer}: the sampling state's augmentation generator is "
+                                 f"malformed: {exc}") from None
         if rng is not None:
             try:
                 self._sampler.set_rng_state(rng)
             except (TypeError, ValueError, OverflowError) as exc:
                 raise CaffeError(f"{layer}: the sampling state's generator state is malformed: {exc}") from None
         self._sampler.idx = idx
-        augment = state.get("augment")
         if augment is not None:
-            try:
-                self._augment.set_state(augment)
-            except (TypeError, ValueError, KeyError) as exc:
-                raise CaffeError(f"{layer}: the sampling state's augmentation generator is "
-                                 f"malformed: {exc}") from None
+            self._augment.set_state(augment)
 
     # -- internals
 
