@@ -652,12 +652,12 @@ def _solve(args, parser) -> list[StageResult]:
         else:
             root = args.out or Path("runs") / args.model
             data_dir = args.data.resolve()
-        return run_chain(args.model, root, args.stages, args.weights, data_dir, opts,
-                         here=args.here)
+        results = run_chain(args.model, root, args.stages, args.weights, data_dir, opts,
+                            here=args.here)
     except CaffeError as exc:
         parser.exit(1, f"solve.py: error: {exc}\n")
-    finally:
-        parallel.shutdown()
+    parallel.shutdown()  # after a failure the process ends without it: a broken group may hang
+    return results
 
 
 if __name__ == "__main__":

@@ -128,10 +128,9 @@ def run(values: dict) -> int:
     if in_group:
         parallel.init_from_env()
         parallel.quiet_unless_root()
-    try:
-        return _train(param, solver_file, values, on_sigint, on_sighup)
-    finally:
-        parallel.shutdown()
+    status = _train(param, solver_file, values, on_sigint, on_sighup)
+    parallel.shutdown()  # after a failure the process ends without it: a broken group may hang
+    return status
 
 
 def _launch(values: dict, several_gpus: bool) -> int:
