@@ -66,7 +66,8 @@ class ParallelError(CaffeError):
 # ---------------------------------------------------------------- pycaffe's globals
 
 def has_nccl() -> bool:
-    """Whether multi-process training is available (torch.distributed)."""
+    """Whether multi-process training is available: pycaffe's "built with
+    NCCL" means torch.distributed here (NCCL on GPUs, gloo on CPUs)."""
     import torch.distributed as dist
 
     return dist.is_available()
@@ -353,8 +354,10 @@ class NCCL:
         solver = self.solver
         diffs = [b.diff_tensor for b in solver.net.learnable_params]
         request = solver.poll_action().value if is_root() else "none"
+        from . import mode
+
         code = torch.full((1,), float(_ACTION_VALUES.index(request)), dtype=torch.float32,
-                          device=diffs[0].device if diffs else "cpu")
+                          device=diffs[0].device if diffs else mode.device())
         flat = torch.cat([d.reshape(-1) for d in diffs] + [code])
         _collective(f"the gradient all-reduce of iteration {solver.iter}", dist.all_reduce,
                     flat)
