@@ -209,6 +209,20 @@ def test_two_ranks_at_batch_1_equal_one_process_at_iter_size_2(tmp_path, dataset
         assert moved >= 3, f"{recipe}: training barely changed the params"
 
 
+def test_nccl_in_one_process_changes_nothing(tmp_path, dataset):
+    solvers = [caffe.SGDSolver(str(write_solver(tmp_path, name, dataset, lr=0.01)))
+               for name in ("plain", "with-nccl")]
+    nccl = caffe.NCCL(solvers[1], caffe.NCCL.new_uid())
+    nccl.bcast()
+    solvers[1].add_callback(nccl)
+    solvers[1].net.after_backward(nccl)
+    for solver in solvers:
+        solver.step(3)
+    plain, with_nccl = (params_of(solver.net) for solver in solvers)
+    for key, value in plain.items():
+        np.testing.assert_array_equal(with_nccl[key], value, err_msg=key)
+
+
 # ---------------------------------------------------------------- snapshots, faults
 
 def run_train(tmp_path, solver, *extra, timeout_s=20):
