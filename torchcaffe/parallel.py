@@ -176,7 +176,12 @@ def _init_group(init_method: str, rank: int, count: int) -> None:
         backend = _backend()
         kwargs = {}
         if backend == "nccl":
+            import torch
+
             from . import mode
+
+            # NCCL's object collectives (agreement, snapshot gather) use the current device
+            torch.cuda.set_device(mode.device())
             kwargs["device_id"] = mode.device()
         log.info("rank %d of %d: joining the process group (%s, %s)", rank, count, backend,
                  init_method.split("?")[0])
