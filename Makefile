@@ -27,7 +27,7 @@ MODELS := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet \
           voc-fcn-googlenet voc-fcn32s-fixed
 BASE_NETS := vgg16 vgg16fcn alexnet alexnetfcn googlenet googlenetfcn
 
-.PHONY: install test demo demo-time nets proto bench table1 pycaffe-check fuzz which-python $(MODELS) $(BASE_NETS)
+.PHONY: install test demo demo-time nets proto bench table1 pycaffe-check fuzz gpu-check which-python $(MODELS) $(BASE_NETS)
 
 install: $(STAMP)
 
@@ -88,3 +88,9 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) -m bench
+
+# On a machine with NVIDIA GPUs (a few minutes): the golden cases on CUDA, the
+# bench's CUDA rows, a 50-iteration staged run, 2-GPU equivalence with 2+ GPUs.
+# Without CUDA it says so in one line and exits 0.
+gpu-check: $(STAMP)
+	$(PYTHON) -m bench.gpu_check
