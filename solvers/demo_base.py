@@ -139,7 +139,8 @@ def pretrain_base(folder: Path, deploy: Path, weights: Path, data_dir: Path, wid
             while solver.iter < iters:
                 solver.step(min(chunk, iters - solver.iter))
                 bar.update(solver.iter - bar.n)
-                bar.set_postfix(loss=f"{solver.smoothed_loss:.3g}")
+                if hasattr(solver, "smoothed_loss"):  # torchcaffe's; not in pycaffe
+                    bar.set_postfix(loss=f"{solver.smoothed_loss:.3g}")
     base = caffe.Net(str(deploy), str(weights), caffe.TEST)  # fc8 stays as cast
     report = transplant(base, solver.net)
     log.info("pretrained backbone: %s", report.summary())

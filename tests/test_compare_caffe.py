@@ -1,0 +1,127 @@
+"""`make compare-caffe` (solvers.compare_caffe) without a BVLC Caffe: the
+skip line, the table from two runs' files, and the Dropout-free nets it
+trains. The comparison itself runs in test_pycaffe_backend when a BVLC
+pycaffe is given."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from solvers import compare_caffe
+from solvers.solve import emit_model, remove_dropout, weights_misfit
+from torchcaffe.caffemodel import write_caffemodel
+from torchcaffe.prototxt import read_net_prototxt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_without_a_pycaffe_it_skips_with_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop(compare_caffe.PYTHONPATH_ENV, None)
+    if subprocess.run([sys.executable, "-c", "import caffe"], env=env, cwd=tmp_path,
+                      capture_output=True).returncode == 0:
+        pytest.skip("a pycaffe is importable as `caffe` here")
+    done = subprocess.run([sys.executable, "-m", "solvers.compare_caffe", "--caffe-pythonpath",
+                           str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")],
+                          env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("compare-caffe: skipped, no BVLC pycaffe")
+    assert "--caffe-pythonpath <caffe>/python" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def _fake_run(folder: Path, ious: list[float], losses: list[float]) -> None:
+    """rows.json and metrics.jsonl as a run of the two stages leaves them."""
+    stages = ["voc-fcn32s", "voc-fcn16s"]
+    rows = [{"model": m, "iters": 2, "lr": 1e-8, "overall_acc": 80.0, "mean_acc": 50.0,
+             "mean_iu": iu, "fwavacc": 70.0, "boundary_mean_iu": 30.0}
+            for m, iu in zip(stages, ious)]
+    (folder / "run").mkdir(parents=True)
+    (folder / "rows.json").write_text(json.dumps(rows))
+    records = [{"kind": "train", "stage": m, "iter": i, "step": 2 * s + i, "loss": loss + i}
+               for s, (m, loss) in enumerate(zip(stages, losses)) for i in (1, 2)]
+    (folder / "run" / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)) + "\n")
+
+
+def test_the_table_gives_both_values_and_their_differences(tmp_path):
+    _fake_run(tmp_path / "torchcaffe", ious=[40.0, 60.5], losses=[1000.0, 500.0])
+    _fake_run(tmp_path / "pycaffe", ious=[40.25, 60.0], losses=[1000.0, 499.0])
+    result = compare_caffe.compare(tmp_path)
+    # mean IU: 40 vs 40.25 and 60.5 vs 60; final loss (iteration 2): 1002 vs 1002,
+    # 502 vs 501 (relative 1/502); curve points 1001/1001, 1002/1002, 501/500, 502/501
+    assert result["max_mean_iu_difference"] == pytest.approx(0.5)
+    assert result["max_final_loss_relative_difference"] == pytest.approx(1 / 502)
+    assert result["max_loss_curve_relative_difference"] == pytest.approx(1 / 501)
+    assert result["loss_points"] == 4
+    table = compare_caffe.comparison_table(result).splitlines()
+    assert "| FCN-16s | 2 | 1e-08 | mean IU | 60.50 | 60.00 | +0.50 |" in table
+    assert "| FCN-32s | 2 | 1e-08 | mean IU | 40.00 | 40.25 | -0.25 |" in table
+    assert "| FCN-16s | 2 | 1e-08 | final train loss | 502 | 501 | +1 (0.002 relative) |" in table
+    assert "0.50 points" in compare_caffe.summary(result)
+
+
+def test_reference_nets_without_dropout(tmp_path):
+    emit_model("voc-fcn32s", tmp_path, None, width=1 / 16, dropout=False)
+    for name in ("train", "val", "deploy"):
+        net = read_net_prototxt(tmp_path / f"{name}.prototxt")
+        layers = {layer.name: layer for layer in net.layer}
+        assert not any(layer.type == "Dropout" for layer in net.layer)
+        # the release's drop6 / drop7 work in place on fc6 / fc7
+        assert list(layers["fc7"].bottom) == ["fc6"] and list(layers["score_fr"].bottom) == ["fc7"]
+
+
+def test_a_dropout_with_its_own_top_is_bridged():
+    from torchcaffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    net = text_format.Parse(
+        'layer { name: "a" type: "ReLU" bottom: "x" top: "y" }'
+        'layer { name: "d" type: "Dropout" bottom: "y" top: "z" }'
+        'layer { name: "b" type: "ReLU" bottom: "z" top: "w" }'
+        'layer { name: "c" type: "Eltwise" bottom: "w" bottom: "z" top: "v" }',
+        caffe_pb2.NetParameter())
+    remove_dropout(net)
+    assert [(layer.name, list(layer.bottom)) for layer in net.layer] == [
+        ("a", ["x"]), ("b", ["y"]), ("c", ["w", "y"])]
+
+
+def test_weights_misfit_follows_caffes_shape_rule(tmp_path):
+    from caffe_backend import caffe
+
+    deploy = tmp_path / "net.prototxt"
+    deploy.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { '
+                      'dim: 1 dim: 3 dim: 4 dim: 4 } } }\nlayer { name: "ip" type: '
+                      '"InnerProduct" bottom: "data" top: "ip" inner_product_param { '
+                      'num_output: 2 } }\n')
+    net = caffe.Net(str(deploy), caffe.TEST)
+    param = read_net_prototxt(deploy)
+    path = tmp_path / "w.caffemodel"
+    write_caffemodel(path, param, {"ip": [np.zeros((2, 48), np.float32),
+                                          np.zeros(2, np.float32)]})
+    assert weights_misfit(net, path) is None
+    write_caffemodel(path, param, {"ip": [np.zeros((2, 47), np.float32),
+                                          np.zeros(2, np.float32)]})
+    assert weights_misfit(net, path) == "layer 'ip' blob 0 is [2, 47] in the file, [2, 48] in the net"
+    write_caffemodel(path, param, {"ip": [np.zeros((2, 48), np.float32)]})
+    assert weights_misfit(net, path) == "layer 'ip' has 1 blobs in the file, 2 in the net"
+    # a legacy 4-d blob fits a target that equals it once padded with 1s on the left
+    from torchcaffe.proto import caffe_pb2
+
+    legacy = caffe_pb2.NetParameter()
+    layer = legacy.layer.add(name="ip", type="InnerProduct")
+    for dims in ((1, 1, 2, 48), (1, 1, 1, 2)):
+        blob = layer.blobs.add()
+        blob.num, blob.channels, blob.height, blob.width = dims
+        blob.data.extend([0.0] * int(np.prod(dims)))
+    path.write_bytes(legacy.SerializeToString())
+    assert weights_misfit(net, path) is None
+    layer.blobs[0].height, layer.blobs[0].channels = 1, 2
+    path.write_bytes(legacy.SerializeToString())
+    assert weights_misfit(net, path) == "layer 'ip' blob 0 is [1, 2, 1, 48] in the file, [2, 48] in the net"
