@@ -302,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"--caffe-pythonpath <caffe>/python or set {PYTHONPATH_ENV}")
         return 0
     config = reduced_config(iters, args.pretrain_iters)
+    import torch
+
+    torch.set_num_threads(1)  # the base net's pretraining: as the demo, one thread
     try:
         print(run_comparison(args.out, args.caffe_pythonpath, config, args.seed))
     except RuntimeError as exc:

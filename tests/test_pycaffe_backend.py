@@ -12,12 +12,15 @@ subprocess, on a tiny synthetic set and narrow nets (see `entry_points`).
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from solvers.run_dir import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS_LINE = "FCN_CAFFE=pycaffe: running on BVLC Caffe"
@@ -85,3 +88,123 @@ def test_without_a_pycaffe_the_switch_says_how_to_get_one(tmp_path):
     done = python("import caffe_backend", [tmp_path], {"FCN_CAFFE": "pycaffe"}, cwd=tmp_path)
     assert done.returncode != 0
     assert "cannot import BVLC's pycaffe" in done.stderr and "PYTHONPATH" in done.stderr
+
+
+# ---------------------------------------------------------------- on a real BVLC pycaffe
+
+WIDTH = "0.0625"
+PYTHONPATH_ENV = "FCN_PYCAFFE_PYTHONPATH"
+
+
+@pytest.fixture(scope="module")
+def bvlc(tmp_path_factory) -> dict:
+    """The environment that runs the scripts on BVLC's pycaffe, or a skip."""
+    given = os.environ.get(PYTHONPATH_ENV)
+    path = [Path(given)] if given else []
+    probe = python("import caffe; print(caffe.__name__, caffe.__file__)", path,
+                   cwd=tmp_path_factory.mktemp("probe"))
+    if probe.returncode != 0 or probe.stdout.split()[0] != "caffe":
+        pytest.skip(f"no BVLC pycaffe: set {PYTHONPATH_ENV}=<caffe>/python to run the "
+                    "scripts on BVLC Caffe")
+    return {"PYTHONPATH": os.pathsep.join(map(str, [*path, ROOT])), "FCN_CAFFE": "pycaffe",
+            "GLOG_minloglevel": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, bvlc) -> Path:
+    """Synthetic data, narrow nets and a seeded base net, made on BVLC Caffe."""
+    work = tmp_path_factory.mktemp("pycaffe")
+    run(bvlc, work, "-m", "data_layers.synthetic", "--out", "data", "--train", "4", "--val",
+        "2", "--height", "48", "--width", "56")
+    run(bvlc, work, "-m", "netspec", "--out", "models", "--width", WIDTH, "vgg16", "vgg16fcn")
+    run(bvlc, work, "-c", "from pathlib import Path; from solvers.demo_base import "
+        f"seeded_classifier; seeded_classifier(Path('classifier'), {WIDTH}, 0)")
+    return work
+
+
+def run(env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **env}, timeout=900)
+    assert done.returncode == 0, f"{args}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    assert done.stderr.count(LIMITS_LINE) <= 1
+    return done
+
+
+def test_prepare_base_on_bvlc(bvlc, work):
+    done = run(bvlc, work, "-m", "weights", "prepare-base", "vgg16", "--weights",
+               "classifier/vgg16/msra.caffemodel", "--dir", "base", "--nets-dir", "models")
+    assert (work / "base" / "vgg16-fcn.caffemodel").is_file()
+    assert done.stderr.count(LIMITS_LINE) == 1
+
+
+def test_staged_solve_all_stages_then_resume_then_the_stub(bvlc, work):
+    common = ["--data", "data", "--width", WIDTH, "--test-interval", "2"]
+    run(bvlc, work, "solve.py", "voc-fcn8s", "--iters", "4", "--weights",
+        "base/vgg16-fcn.caffemodel", "--out", "runs/voc", *common)
+    scores = json.loads((work / "runs/voc/scores.json").read_text())
+    assert list(scores["stages"]) == ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s"]
+    for name, lr in zip(scores["stages"], (1e-10, 1e-12, 1e-14)):
+        stage = scores["stages"][name]
+        assert stage["iters"] == 4 and stage["lr"] == pytest.approx(lr, rel=1e-6)
+        assert len(stage["tests"]) == 2 and Path(stage["final"]).is_file()
+        assert (work / "runs/voc" / name / "snapshot/train_iter_4.solverstate").is_file()
+
+    snapshot = work / "runs/voc/voc-fcn32s/snapshot/train_iter_4.solverstate"
+    run(bvlc, work, "solve.py", "voc-fcn8s", "--stages", "32s", "--iters", "6", "--resume",
+        str(snapshot), "--weights", "base/vgg16-fcn.caffemodel", "--out", "runs/resumed",
+        *common)
+    trained = [m["iter"] for m in read_metrics(work / "runs/resumed/metrics.jsonl")
+               if m["kind"] == "train"]
+    assert trained == [6]  # from Caffe's iteration 4 to 6
+
+    stage = work / "runs/voc/voc-fcn16s"
+    done = run(bvlc, stage, "solve.py", "--iters", "2")
+    assert "voc-fcn16s: 2 iterations" in done.stdout
+    assert "initialised from" in (stage / "train.log").read_text()
+
+
+def test_scoring_surgery_infer_and_export_on_bvlc(bvlc, work):
+    if not (work / "runs/voc/voc-fcn8s/final.caffemodel").is_file():
+        pytest.skip("needs the staged run of the test before")
+    model = work / "runs/voc/voc-fcn8s"
+    done = run(bvlc, model, "-c", """
+from caffe_backend import caffe
+from solvers.score import seg_tests
+solver = caffe.get_solver("solver.prototxt")
+solver.net.copy_from("final.caffemodel")
+ids = open("../../../data/pascal/VOC2011/ImageSets/Segmentation/seg11valid.txt").read().split()
+scores = seg_tests(solver, False, ids, layer="score")
+print(scores.pixels, round(scores.overall_acc, 6))
+""")
+    pixels = done.stdout.split()[0]
+    assert int(pixels) > 0
+    run(bvlc, work, "-m", "surgery.shift_stitch", "voc-fcn32s", "--factor", "2", "--width",
+        WIDTH, "--size", "64")
+    image = sorted((work / "data/pascal/VOC2011/JPEGImages").glob("*.jpg"))[0]
+    run(bvlc, work, "infer.py", "--deploy", str(model / "deploy.prototxt"), "--weights",
+        str(model / "final.caffemodel"), str(image), "--out", "inferred")
+    assert (work / "inferred" / f"{image.stem}.png").is_file()
+    done = run(bvlc, work, "-m", "weights", "export", "--deploy", str(model / "deploy.prototxt"),
+               "--weights", str(model / "final.caffemodel"), "--input-shape", "1", "3", "64",
+               "64", "fcn8s.npz", "fcn8s.onnx")
+    assert (work / "fcn8s.npz").is_file() and (work / "fcn8s.onnx").is_file()
+
+
+def test_the_demo_on_bvlc(bvlc, work):
+    done = run(bvlc, work, "-m", "solvers.demo", "--quick", "--out", "demo")
+    results = json.loads((work / "demo/results.json").read_text())
+    assert [row["model"] for row in results["stages"]] == ["voc-fcn32s", "voc-fcn16s",
+                                                           "voc-fcn8s"]
+    assert (work / "demo/overlays.png").is_file() and "FCN-8s" in done.stdout
+
+
+def test_compare_caffe_runs_both_backends(bvlc, work):
+    given = os.environ.get(PYTHONPATH_ENV)
+    env = {k: v for k, v in bvlc.items() if k != "FCN_CAFFE"}
+    done = run(env, work, "-m", "solvers.compare_caffe", "--iters", "2,2,2",
+               "--pretrain-iters", "2", "--out", "compare",
+               *(["--caffe-pythonpath", given] if given else []))
+    assert "Largest difference in mean IU" in done.stdout
+    result = json.loads((work / "compare/comparison.json").read_text())
+    assert [s["stage"] for s in result["stages"]] == ["FCN-32s", "FCN-16s", "FCN-8s"]
+    assert (work / "compare/curves.png").is_file()
