@@ -40,6 +40,7 @@ from typing import Iterator, Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+import caffe_backend
 from caffe_backend import caffe
 from torchcaffe import glog
 from torchcaffe.atomic import atomic_output, write_text
@@ -400,7 +401,7 @@ def train_stage(name: str, folder: Path, run: RunDir, init: Path | None, from_ba
         from surgery import interp
         interp(solver.net, [k for k in solver.net.params if "up" in k])
         if opts.resume is not None:
-            solver.restore(str(opts.resume))
+            restore(solver, opts.resume)
             result.init = f"resumed {opts.resume}"
         total = opts.iters if opts.iters is not None else param.max_iter
         _run_schedule(solver, name, folder, run, opts, total, step_offset, result)
@@ -410,6 +411,26 @@ def train_stage(name: str, folder: Path, run: RunDir, init: Path | None, from_ba
         if not (param.snapshot and solver.iter % param.snapshot == 0):
             solver.snapshot()
     return result
+
+
+def restore(solver, state: Path) -> None:
+    """Resume `solver` from the solverstate `state`. BVLC Caffe looks for the
+    state's learned_net (a path relative to where the snapshot was taken)
+    from the current folder only; when it is not there, it gets a copy of the
+    state naming the caffemodel beside `state` (torchcaffe looks there itself)."""
+    if caffe_backend.name != "pycaffe":
+        solver.restore(str(state))
+        return
+    header = caffe.proto.caffe_pb2.SolverState.FromString(state.read_bytes())
+    beside = state.parent / Path(header.learned_net).name
+    if not header.learned_net or Path(header.learned_net).exists() or not beside.is_file():
+        solver.restore(str(state))
+        return
+    header.learned_net = str(beside.resolve())
+    with tempfile.TemporaryDirectory(prefix="fcn-resume-") as work:
+        copy = Path(work) / state.name
+        copy.write_bytes(header.SerializeToString())
+        solver.restore(str(copy))
 
 
 def _run_schedule(solver, name, folder, run, opts, total, step_offset, result) -> None:
