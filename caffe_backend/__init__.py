@@ -69,6 +69,40 @@ def _import(name: str):
     return pycaffe
 
 
+def weights_misfit(net, weights) -> str | None:
+    """Why the caffemodel `weights` cannot be copied into `net` by layer
+    name (Caffe's rule), or None."""
+    from torchcaffe.caffemodel import read_caffemodel
+
+    for layer in read_caffemodel(str(weights)):
+        if layer.name not in net.params or not layer.blobs:
+            continue
+        targets = [tuple(blob.data.shape) for blob in net.params[layer.name]]
+        if len(targets) != len(layer.blobs):
+            return (f"layer '{layer.name}' has {len(layer.blobs)} blobs in the file, "
+                    f"{len(targets)} in the net")
+        for index, (blob, target) in enumerate(zip(layer.blobs, targets)):
+            legacy = index < len(layer.legacy_shape) and layer.legacy_shape[index]
+            padded = (1,) * (4 - len(target)) + target if legacy and len(target) <= 4 else target
+            if blob.shape != padded:
+                return (f"layer '{layer.name}' blob {index} is {list(blob.shape)} in the "
+                        f"file, {list(target)} in the net")
+    return None
+
+
+def net_with_weights(prototxt, weights, phase):
+    """`caffe.Net(prototxt, weights, phase)`; on pycaffe the weights are
+    checked first, since BVLC Caffe ends the process on a misfit."""
+    if name != "pycaffe":
+        return caffe.Net(os.fspath(prototxt), os.fspath(weights), phase)
+    net = caffe.Net(os.fspath(prototxt), phase)
+    misfit = weights_misfit(net, weights)
+    if misfit is not None:
+        raise CaffeError(f"{os.fspath(weights)} does not fit {os.fspath(prototxt)}: {misfit}")
+    net.copy_from(os.fspath(weights))
+    return net
+
+
 name = os.environ.get("FCN_CAFFE", "torchcaffe")
 if name not in BACKENDS:
     raise CaffeError(f"FCN_CAFFE={name!r}: choose one of {sorted(BACKENDS)}")

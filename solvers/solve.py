@@ -296,27 +296,6 @@ def _snapshot_folder(param, folder: Path) -> None:
         (folder / param.snapshot_prefix).parent.mkdir(parents=True, exist_ok=True)
 
 
-def weights_misfit(net, weights: Path) -> str | None:
-    """Why `weights` cannot be copied into `net` by layer name, or None.
-    Checked before copying: BVLC Caffe aborts the process on a misfit."""
-    from torchcaffe.caffemodel import read_caffemodel
-
-    for layer in read_caffemodel(str(weights)):
-        if layer.name not in net.params or not layer.blobs:
-            continue
-        targets = [tuple(blob.data.shape) for blob in net.params[layer.name]]
-        if len(targets) != len(layer.blobs):
-            return (f"layer '{layer.name}' has {len(layer.blobs)} blobs in the file, "
-                    f"{len(targets)} in the net")
-        for index, (blob, target) in enumerate(zip(layer.blobs, targets)):
-            legacy = index < len(layer.legacy_shape) and layer.legacy_shape[index]
-            padded = (1,) * (4 - len(target)) + target if legacy and len(target) <= 4 else target
-            if blob.shape != padded:
-                return (f"layer '{layer.name}' blob {index} is {list(blob.shape)} in the "
-                        f"file, {list(target)} in the net")
-    return None
-
-
 def load_base_net(weights: Path, model: str, width: float | None):
     """The base net of `model` (fully convolutional or classifier form) that
     `weights` fits, loaded with them; its deploy file lives in a temporary
@@ -327,7 +306,7 @@ def load_base_net(weights: Path, model: str, width: float | None):
             deploy = Path(work) / f"{base}.prototxt"
             deploy.write_text(_deploy_text(base, width))
             net = caffe.Net(str(deploy), caffe.TEST)
-            misfit = weights_misfit(net, weights)
+            misfit = caffe_backend.weights_misfit(net, weights)
             if misfit is None:
                 net.copy_from(str(weights))
                 return base, net

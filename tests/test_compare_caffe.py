@@ -10,12 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from solvers import compare_caffe
-from solvers.solve import emit_model, remove_dropout, weights_misfit
-from torchcaffe.caffemodel import write_caffemodel
+from solvers.solve import emit_model, remove_dropout
 from torchcaffe.prototxt import read_net_prototxt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,38 +88,3 @@ def test_a_dropout_with_its_own_top_is_bridged():
     remove_dropout(net)
     assert [(layer.name, list(layer.bottom)) for layer in net.layer] == [
         ("a", ["x"]), ("b", ["y"]), ("c", ["w", "y"])]
-
-
-def test_weights_misfit_follows_caffes_shape_rule(tmp_path):
-    from caffe_backend import caffe
-
-    deploy = tmp_path / "net.prototxt"
-    deploy.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { '
-                      'dim: 1 dim: 3 dim: 4 dim: 4 } } }\nlayer { name: "ip" type: '
-                      '"InnerProduct" bottom: "data" top: "ip" inner_product_param { '
-                      'num_output: 2 } }\n')
-    net = caffe.Net(str(deploy), caffe.TEST)
-    param = read_net_prototxt(deploy)
-    path = tmp_path / "w.caffemodel"
-    write_caffemodel(path, param, {"ip": [np.zeros((2, 48), np.float32),
-                                          np.zeros(2, np.float32)]})
-    assert weights_misfit(net, path) is None
-    write_caffemodel(path, param, {"ip": [np.zeros((2, 47), np.float32),
-                                          np.zeros(2, np.float32)]})
-    assert weights_misfit(net, path) == "layer 'ip' blob 0 is [2, 47] in the file, [2, 48] in the net"
-    write_caffemodel(path, param, {"ip": [np.zeros((2, 48), np.float32)]})
-    assert weights_misfit(net, path) == "layer 'ip' has 1 blobs in the file, 2 in the net"
-    # a legacy 4-d blob fits a target that equals it once padded with 1s on the left
-    from torchcaffe.proto import caffe_pb2
-
-    legacy = caffe_pb2.NetParameter()
-    layer = legacy.layer.add(name="ip", type="InnerProduct")
-    for dims in ((1, 1, 2, 48), (1, 1, 1, 2)):
-        blob = layer.blobs.add()
-        blob.num, blob.channels, blob.height, blob.width = dims
-        blob.data.extend([0.0] * int(np.prod(dims)))
-    path.write_bytes(legacy.SerializeToString())
-    assert weights_misfit(net, path) is None
-    layer.blobs[0].height, layer.blobs[0].channels = 1, 2
-    path.write_bytes(legacy.SerializeToString())
-    assert weights_misfit(net, path) == "layer 'ip' blob 0 is [1, 2, 1, 48] in the file, [2, 48] in the net"

@@ -18,9 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from solvers.run_dir import read_metrics
+from torchcaffe.caffemodel import write_caffemodel
+from torchcaffe.prototxt import read_net_prototxt
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS_LINE = "FCN_CAFFE=pycaffe: running on BVLC Caffe"
@@ -89,6 +92,40 @@ def test_without_a_pycaffe_the_switch_says_how_to_get_one(tmp_path):
     assert done.returncode != 0
     assert "cannot import BVLC's pycaffe" in done.stderr and "PYTHONPATH" in done.stderr
 
+
+def test_weights_misfit_follows_caffes_shape_rule(tmp_path):
+    from caffe_backend import caffe, weights_misfit
+
+    deploy = tmp_path / "net.prototxt"
+    deploy.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { '
+                      'dim: 1 dim: 3 dim: 4 dim: 4 } } }\nlayer { name: "ip" type: '
+                      '"InnerProduct" bottom: "data" top: "ip" inner_product_param { '
+                      'num_output: 2 } }\n')
+    net = caffe.Net(str(deploy), caffe.TEST)
+    param = read_net_prototxt(deploy)
+    path = tmp_path / "w.caffemodel"
+    write_caffemodel(path, param, {"ip": [np.zeros((2, 48), np.float32),
+                                          np.zeros(2, np.float32)]})
+    assert weights_misfit(net, path) is None
+    write_caffemodel(path, param, {"ip": [np.zeros((2, 47), np.float32),
+                                          np.zeros(2, np.float32)]})
+    assert weights_misfit(net, path) == "layer 'ip' blob 0 is [2, 47] in the file, [2, 48] in the net"
+    write_caffemodel(path, param, {"ip": [np.zeros((2, 48), np.float32)]})
+    assert weights_misfit(net, path) == "layer 'ip' has 1 blobs in the file, 2 in the net"
+    # a legacy 4-d blob fits a target that equals it once padded with 1s on the left
+    from torchcaffe.proto import caffe_pb2
+
+    legacy = caffe_pb2.NetParameter()
+    layer = legacy.layer.add(name="ip", type="InnerProduct")
+    for dims in ((1, 1, 2, 48), (1, 1, 1, 2)):
+        blob = layer.blobs.add()
+        blob.num, blob.channels, blob.height, blob.width = dims
+        blob.data.extend([0.0] * int(np.prod(dims)))
+    path.write_bytes(legacy.SerializeToString())
+    assert weights_misfit(net, path) is None
+    layer.blobs[0].height, layer.blobs[0].channels = 1, 2
+    path.write_bytes(legacy.SerializeToString())
+    assert weights_misfit(net, path) == "layer 'ip' blob 0 is [1, 2, 1, 48] in the file, [2, 48] in the net"
 
 # ---------------------------------------------------------------- on a real BVLC pycaffe
 
@@ -208,3 +245,16 @@ def test_compare_caffe_runs_both_backends(bvlc, work):
     result = json.loads((work / "compare/comparison.json").read_text())
     assert [s["stage"] for s in result["stages"]] == ["FCN-32s", "FCN-16s", "FCN-8s"]
     assert (work / "compare/curves.png").is_file()
+
+
+def test_weights_that_do_not_fit_are_an_error_not_an_abort(bvlc, work):
+    model = work / "runs/voc/voc-fcn8s"
+    if not (model / "deploy.prototxt").is_file():
+        pytest.skip("needs the staged run of the test before")
+    image = sorted((work / "data/pascal/VOC2011/JPEGImages").glob("*.jpg"))[0]
+    done = subprocess.run([sys.executable, "infer.py", "--deploy", str(model / "deploy.prototxt"),
+                           "--weights", str(work / "classifier/vgg16/msra.caffemodel"),
+                           str(image), "--out", str(work / "misfit")], capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ, **bvlc}, timeout=600)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "does not fit" in done.stderr and "layer 'fc6'" in done.stderr
