@@ -176,7 +176,7 @@ def test_prepare_base_on_bvlc(bvlc, work):
 
 def test_staged_solve_all_stages_then_resume_then_the_stub(bvlc, work):
     common = ["--data", "data", "--width", WIDTH, "--test-interval", "2"]
-    run(bvlc, work, "solve.py", "voc-fcn8s", "--iters", "4", "--weights",
+    run(bvlc, work, str(ROOT / "solve.py"), "voc-fcn8s", "--iters", "4", "--weights",
         "base/vgg16-fcn.caffemodel", "--out", "runs/voc", *common)
     scores = json.loads((work / "runs/voc/scores.json").read_text())
     assert list(scores["stages"]) == ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s"]
@@ -187,7 +187,7 @@ def test_staged_solve_all_stages_then_resume_then_the_stub(bvlc, work):
         assert (work / "runs/voc" / name / "snapshot/train_iter_4.solverstate").is_file()
 
     snapshot = work / "runs/voc/voc-fcn32s/snapshot/train_iter_4.solverstate"
-    run(bvlc, work, "solve.py", "voc-fcn8s", "--stages", "32s", "--iters", "6", "--resume",
+    run(bvlc, work, str(ROOT / "solve.py"), "voc-fcn8s", "--stages", "32s", "--iters", "6", "--resume",
         str(snapshot), "--weights", "base/vgg16-fcn.caffemodel", "--out", "runs/resumed",
         *common)
     trained = [m["iter"] for m in read_metrics(work / "runs/resumed/metrics.jsonl")
@@ -218,12 +218,12 @@ print(scores.pixels, round(scores.overall_acc, 6))
     run(bvlc, work, "-m", "surgery.shift_stitch", "voc-fcn32s", "--factor", "2", "--width",
         WIDTH, "--size", "64")
     image = sorted((work / "data/pascal/VOC2011/JPEGImages").glob("*.jpg"))[0]
-    run(bvlc, work, "infer.py", "--deploy", str(model / "deploy.prototxt"), "--weights",
+    run(bvlc, work, str(ROOT / "infer.py"), "--deploy", str(model / "deploy.prototxt"), "--weights",
         str(model / "final.caffemodel"), str(image), "--out", "inferred")
     assert (work / "inferred" / f"{image.stem}.png").is_file()
     done = run(bvlc, work, "-m", "weights", "export", "--deploy", str(model / "deploy.prototxt"),
-               "--weights", str(model / "final.caffemodel"), "--input-shape", "1", "3", "64",
-               "64", "fcn8s.npz", "fcn8s.onnx")
+               "--weights", str(model / "final.caffemodel"), "fcn8s.npz", "fcn8s.onnx",
+               "--input-shape", "1", "3", "64", "64")
     assert (work / "fcn8s.npz").is_file() and (work / "fcn8s.onnx").is_file()
 
 

@@ -64,7 +64,7 @@ def cast_to_fcn(classifier_deploy, fcn_deploy, weights, output) -> TransplantRep
     for move in report.coerced:
         log.info("cast %s %s -> %s", move.layer, move.old_shape, move.new_shape)
     with atomic_path(output) as tmp:
-        fcn.save(tmp)
+        fcn.save(str(tmp))
     return report
 
 
