@@ -48,21 +48,26 @@ def _fake_run(folder: Path, ious: list[float], losses: list[float]) -> None:
     (folder / "run" / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)) + "\n")
 
 
-def test_the_table_gives_both_values_and_their_differences(tmp_path):
+def test_the_table_gives_every_run_and_its_difference_from_torchcaffe(tmp_path):
     _fake_run(tmp_path / "torchcaffe", ious=[40.0, 60.5], losses=[1000.0, 500.0])
     _fake_run(tmp_path / "pycaffe", ious=[40.25, 60.0], losses=[1000.0, 499.0])
+    _fake_run(tmp_path / "nudged", ious=[40.0, 61.5], losses=[1000.0, 500.0])
     result = compare_caffe.compare(tmp_path)
-    # mean IU: 40 vs 40.25 and 60.5 vs 60; final loss (iteration 2): 1002 vs 1002,
-    # 502 vs 501 (relative 1/502); curve points 1001/1001, 1002/1002, 501/500, 502/501
-    assert result["max_mean_iu_difference"] == pytest.approx(0.5)
-    assert result["max_final_loss_relative_difference"] == pytest.approx(1 / 502)
-    assert result["max_loss_curve_relative_difference"] == pytest.approx(1 / 501)
-    assert result["loss_points"] == 4
+    # BVLC: mean IU 40 vs 40.25 and 60.5 vs 60; final loss (iteration 2) 1002 vs
+    # 1002, 502 vs 501; loss curve 1001/1001, 1002/1002, 501/500, 502/501
+    bvlc, nudged = result["largest"]["pycaffe"], result["largest"]["nudged"]
+    assert bvlc["mean_iu"] == pytest.approx(0.5) and nudged["mean_iu"] == pytest.approx(1.0)
+    assert bvlc["final_loss"] == pytest.approx(1 / 502) and nudged["final_loss"] == 0
+    assert bvlc["loss_curve"] == pytest.approx([0, 0, 1 / 501, 1 / 502])
+    assert result["steps"] == [1, 2, 3, 4]
     table = compare_caffe.comparison_table(result).splitlines()
-    assert "| FCN-16s | 2 | 1e-08 | mean IU | 60.50 | 60.00 | +0.50 |" in table
-    assert "| FCN-32s | 2 | 1e-08 | mean IU | 40.00 | 40.25 | -0.25 |" in table
-    assert "| FCN-16s | 2 | 1e-08 | final train loss | 502 | 501 | +1 (0.002 relative) |" in table
-    assert "0.50 points" in compare_caffe.summary(result)
+    assert table[0] == ("| stage | iters | lr | metric | torchcaffe | BVLC Caffe | difference "
+                        "| torchcaffe, base 1 ulp off | difference |")
+    assert "| FCN-16s | 2 | 1e-08 | mean IU | 60.50 | 60.00 | -0.50 | 61.50 | +1.00 |" in table
+    assert "| FCN-32s | 2 | 1e-08 | mean IU | 40.00 | 40.25 | +0.25 | 40.00 | +0.00 |" in table
+    assert ("| FCN-16s | 2 | 1e-08 | final train loss | 502 | 501 | -1 (0.002) | 502 | +0 (0) |"
+            in table)
+    assert "largest difference in mean IU 0.50 points" in compare_caffe.summary(result)
 
 
 def test_reference_nets_without_dropout(tmp_path):

@@ -241,7 +241,7 @@ def test_compare_caffe_runs_both_backends(bvlc, work):
     done = run(env, work, "-m", "solvers.compare_caffe", "--iters", "2,2,2",
                "--pretrain-iters", "2", "--out", "compare",
                *(["--caffe-pythonpath", given] if given else []))
-    assert "Largest difference in mean IU" in done.stdout
+    assert "BVLC Caffe against torchcaffe: largest difference in mean IU" in done.stdout
     result = json.loads((work / "compare/comparison.json").read_text())
     assert [s["stage"] for s in result["stages"]] == ["FCN-32s", "FCN-16s", "FCN-8s"]
     assert (work / "compare/curves.png").is_file()
