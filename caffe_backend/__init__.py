@@ -57,6 +57,11 @@ def _import(name: str):
     try:
         pycaffe = importlib.import_module("caffe")
     except ImportError as exc:
+        missing = getattr(exc, "name", None) or "caffe"
+        if missing.split(".")[0] != "caffe":  # pycaffe is there, a module it imports is not
+            raise CaffeError(
+                f"FCN_CAFFE={name}: BVLC's pycaffe needs the module '{missing}' ({exc}); "
+                "install what it imports: pip install -e \".[pycaffe]\"") from exc
         raise CaffeError(
             f"FCN_CAFFE={name}: cannot import BVLC's pycaffe ({exc}); put its python/ folder "
             "on PYTHONPATH (PYTHONPATH=<caffe>/python) or unset FCN_CAFFE") from exc

@@ -85,6 +85,15 @@ def _net_file(folder: Path) -> Path:
     return folder
 
 
+def test_a_module_pycaffe_needs_is_named_with_the_extra_that_brings_it(stand_in, tmp_path):
+    init = stand_in / "caffe" / "__init__.py"
+    init.write_text("import skimage_for_this_test\n" + init.read_text())
+    done = python("import caffe_backend", [stand_in], {"FCN_CAFFE": "pycaffe"}, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "needs the module 'skimage_for_this_test'" in done.stderr
+    assert 'pip install -e ".[pycaffe]"' in done.stderr
+
+
 def test_without_a_pycaffe_the_switch_says_how_to_get_one(tmp_path):
     if python("import caffe", [tmp_path], cwd=tmp_path).returncode == 0:
         pytest.skip("a pycaffe is importable as `caffe` here")
