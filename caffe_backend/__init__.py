@@ -96,10 +96,10 @@ def weights_misfit(net, weights) -> str | None:
 
 
 def net_with_weights(prototxt, weights, phase):
-    """`caffe.Net(prototxt, weights, phase)`; on pycaffe the weights are
+    """`caffe.Net(prototxt, phase, weights=weights)`; on pycaffe the weights are
     checked first, since BVLC Caffe ends the process on a misfit."""
     if name != "pycaffe":
-        return caffe.Net(os.fspath(prototxt), os.fspath(weights), phase)
+        return caffe.Net(os.fspath(prototxt), phase, weights=os.fspath(weights))
     net = caffe.Net(os.fspath(prototxt), phase)
     misfit = weights_misfit(net, weights)
     if misfit is not None:

@@ -86,7 +86,7 @@ def _runtime_forward(deploy, weights, reference: CaffeModule, inputs) -> list[np
     if caffe.__name__ == "torchcaffe":
         with torch.no_grad():
             return [t.detach().cpu().numpy() for t in reference(*inputs)]
-    net = caffe.Net(os.fspath(deploy), os.fspath(weights), caffe.TEST)
+    net = caffe.Net(os.fspath(deploy), caffe.TEST, weights=os.fspath(weights))
     for name, tensor in zip(reference.input_names, inputs):
         net.blobs[name].reshape(*tensor.shape)
         net.blobs[name].data[...] = tensor.cpu().numpy()
