@@ -118,7 +118,8 @@ def test_weights_misfit_follows_caffes_shape_rule(tmp_path):
     assert weights_misfit(net, path) is None
     write_caffemodel(path, param, {"ip": [np.zeros((2, 47), np.float32),
                                           np.zeros(2, np.float32)]})
-    assert weights_misfit(net, path) == "layer 'ip' blob 0 is [2, 47] in the file, [2, 48] in the net"
+    assert weights_misfit(net, path) == ("layer 'ip' blob 0 is [2, 47] in the file, [2, 48] "
+                                         "in the net")
     write_caffemodel(path, param, {"ip": [np.zeros((2, 48), np.float32)]})
     assert weights_misfit(net, path) == "layer 'ip' has 1 blobs in the file, 2 in the net"
     # a legacy 4-d blob fits a target that equals it once padded with 1s on the left
@@ -134,7 +135,8 @@ def test_weights_misfit_follows_caffes_shape_rule(tmp_path):
     assert weights_misfit(net, path) is None
     layer.blobs[0].height, layer.blobs[0].channels = 1, 2
     path.write_bytes(legacy.SerializeToString())
-    assert weights_misfit(net, path) == "layer 'ip' blob 0 is [1, 2, 1, 48] in the file, [2, 48] in the net"
+    assert weights_misfit(net, path) == ("layer 'ip' blob 0 is [1, 2, 1, 48] in the file, "
+                                         "[2, 48] in the net")
 
 # ---------------------------------------------------------------- on a real BVLC pycaffe
 
@@ -196,9 +198,9 @@ def test_staged_solve_all_stages_then_resume_then_the_stub(bvlc, work):
         assert (work / "runs/voc" / name / "snapshot/train_iter_4.solverstate").is_file()
 
     snapshot = work / "runs/voc/voc-fcn32s/snapshot/train_iter_4.solverstate"
-    run(bvlc, work, str(ROOT / "solve.py"), "voc-fcn8s", "--stages", "32s", "--iters", "6", "--resume",
-        str(snapshot), "--weights", "base/vgg16-fcn.caffemodel", "--out", "runs/resumed",
-        *common)
+    run(bvlc, work, str(ROOT / "solve.py"), "voc-fcn8s", "--stages", "32s", "--iters", "6",
+        "--resume", str(snapshot), "--weights", "base/vgg16-fcn.caffemodel",
+        "--out", "runs/resumed", *common)
     trained = [m["iter"] for m in read_metrics(work / "runs/resumed/metrics.jsonl")
                if m["kind"] == "train"]
     assert trained == [6]  # from Caffe's iteration 4 to 6
