@@ -343,9 +343,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base-key", default="base", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.train_once is not None:  # one backend's run, in its own process
+    if args.train_once is not None:  # one run, in its own process: its log gets everything
         train_once(args.train_once, args.out, args.seed, args.base_key)
         return 0
+    for handler in logging.getLogger().handlers:  # the console: this module's steps, warnings
+        handler.addFilter(lambda record: record.levelno >= logging.WARNING
+                          or record.name == __name__)
     try:
         iters = [int(n) for n in args.iters.split(",")]
     except ValueError:
