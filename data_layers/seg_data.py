@@ -526,17 +526,18 @@ class SegDataLayer(caffe.Layer):
                  "random" if randomize else "file",
                  "" if self._share[1] == 1 else f", share {self._share[0]} of {self._share[1]}")
 
+    # tops by index: pycaffe's blob vectors cannot be iterated
     def reshape(self, bottom, top):
         arrays = self._current_sample()
-        for blob, array in zip(top, arrays):
-            blob.reshape(1, *array.shape)
+        for index, array in enumerate(arrays):
+            top[index].reshape(1, *array.shape)
 
     def forward(self, bottom, top):
         arrays = self._current_sample()
         if self._augment.active:
             arrays = self._augment(arrays)
-        for blob, array in zip(top, arrays):
-            blob.data[...] = array
+        for index, array in enumerate(arrays):
+            top[index].data[...] = array
         self._sampler.advance()
 
     def backward(self, top, propagate_down, bottom):

@@ -258,13 +258,17 @@ def _voc_layers_importable() -> None:
         sys.modules["voc_layers"] = importlib.import_module("data_layers.voc_layers")
 
 
-def run_demo(out: Path, config: DemoConfig, seed: int = 0) -> dict:
-    out = Path(out).resolve()  # stages run inside their model folders
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "run").exists():  # its metrics.jsonl would grow across runs
-        log.warning("replacing the previous run in %s", out / "run")
-        shutil.rmtree(out / "run")
-    _voc_layers_importable()
+@dataclass(frozen=True)
+class DemoInputs:
+    """What the staged training starts from: the scenes and the base net."""
+    data: Path                  # the VOC2011 + SBD layout data root
+    splits: dict[str, list[str]]
+    base: Path                  # the base net's caffemodel
+    described: str              # the base net in words, for results.md
+
+
+def prepare_inputs(out: Path, config: DemoConfig, seed: int = 0) -> DemoInputs:
+    """The demo's scenes (`out`/data) and its base net (`out`/base)."""
     data = out / "data"
     splits = demo_scenes.generate(data, seed=seed, train=config.train, val=config.val,
                                   height=config.height, width=config.width)
@@ -277,11 +281,28 @@ def run_demo(out: Path, config: DemoConfig, seed: int = 0) -> dict:
                          config.pretrain_iters, seed)
     described = base_description(config.net_width, seed, config.pretrain, seed + PRETRAIN_SEED,
                                  config.pretrain_iters)
-    caffe.set_random_seed(seed)  # dropout masks of the training
-    opts = StageOptions(iters=config.iters, test_interval=config.test_interval,
+    return DemoInputs(data, splits, base, described)
+
+
+def stage_options(config: DemoConfig, **overrides) -> StageOptions:
+    """The staged training's options (`overrides`: other StageOptions fields)."""
+    return StageOptions(iters=config.iters, test_interval=config.test_interval,
                         save_predictions="final", width=config.net_width,
-                        lr_scale=config.lr_scale)
-    results = run_chain(CHAIN[-1], out / "run", weights=base, data_dir=data, opts=opts)
+                        lr_scale=config.lr_scale, **overrides)
+
+
+def run_demo(out: Path, config: DemoConfig, seed: int = 0) -> dict:
+    out = Path(out).resolve()  # stages run inside their model folders
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "run").exists():  # its metrics.jsonl would grow across runs
+        log.warning("replacing the previous run in %s", out / "run")
+        shutil.rmtree(out / "run")
+    _voc_layers_importable()
+    inputs = prepare_inputs(out, config, seed)
+    data, splits, described = inputs.data, inputs.splits, inputs.described
+    caffe.set_random_seed(seed)  # dropout masks of the training
+    results = run_chain(CHAIN[-1], out / "run", weights=inputs.base, data_dir=data,
+                        opts=stage_options(config))
     rows = [stage_row(result, data, splits["val"]) for result in results]
     report = write_results(out, config, rows, described)
     folders = [r.folder / f"predictions-iter{r.iters}" for r in results]

@@ -131,7 +131,7 @@ def pretrain_base(folder: Path, deploy: Path, weights: Path, data_dir: Path, wid
     caffe.set_random_seed(seed)
     with working_directory(work):
         solver = caffe.get_solver("solver.prototxt")
-        transplant(solver.net, caffe.Net(str(deploy), str(weights), caffe.TEST))
+        transplant(solver.net, caffe.Net(str(deploy), caffe.TEST, weights=str(weights)))
         interp(solver.net, [k for k in solver.net.params if "up" in k])
         chunk = 10
         with progress(total=iters, desc="pretrain backbone", unit="it",
@@ -139,8 +139,9 @@ def pretrain_base(folder: Path, deploy: Path, weights: Path, data_dir: Path, wid
             while solver.iter < iters:
                 solver.step(min(chunk, iters - solver.iter))
                 bar.update(solver.iter - bar.n)
-                bar.set_postfix(loss=f"{solver.smoothed_loss:.3g}")
-    base = caffe.Net(str(deploy), str(weights), caffe.TEST)  # fc8 stays as cast
+                if hasattr(solver, "smoothed_loss"):  # torchcaffe's; not in pycaffe
+                    bar.set_postfix(loss=f"{solver.smoothed_loss:.3g}")
+    base = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))  # fc8 stays as cast
     report = transplant(base, solver.net)
     log.info("pretrained backbone: %s", report.summary())
     trained = caffe.Net(str(work / "deploy.prototxt"), caffe.TEST)  # pad 100: any scene size

@@ -46,6 +46,7 @@ from typing import Iterator, Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+import caffe_backend
 from caffe_backend import caffe
 from torchcaffe import glog, parallel
 from torchcaffe.atomic import atomic_output, write_text
@@ -163,6 +164,26 @@ def point_data_layers(net_param, data_dir: Path) -> None:
         layer.python_param.param_str = repr(settings)
 
 
+def remove_dropout(net_param) -> None:
+    """Drop the net's Dropout layers (their masks come from the runtime's own
+    random generator, so two Caffes cannot draw the same ones); a layer that
+    read a Dropout's top reads its bottom instead."""
+    renamed = {}
+    kept = []
+    for layer in net_param.layer:
+        bottoms = [renamed.get(b, b) for b in layer.bottom]
+        del layer.bottom[:]
+        layer.bottom.extend(bottoms)
+        if layer.type == "Dropout":
+            renamed.update({top: bottoms[0] for top in layer.top if top != bottoms[0]})
+            continue
+        for top in layer.top:  # a later layer writing that name starts it afresh
+            renamed.pop(top, None)
+        kept.append(layer)
+    del net_param.layer[:]
+    net_param.layer.extend(kept)
+
+
 def _prototxts(name: str, width: float | None, training=None) -> dict:
     from netspec.models import NETS
 
@@ -175,10 +196,12 @@ def _prototxts(name: str, width: float | None, training=None) -> dict:
 
 
 def emit_model(name: str, folder: Path, data_dir: Path | None,
-               width: float | None = None, lr_scale: float = 1.0, training=None) -> Path:
+               width: float | None = None, lr_scale: float = 1.0, training=None,
+               dropout: bool = True) -> Path:
     """Write `name`'s prototxts (data dirs under `data_dir`, the solver's
     base_lr times `lr_scale`, the paper's `training` studies, a
-    netspec.datasets.TrainingOptions) and solve.py stub."""
+    netspec.datasets.TrainingOptions, Dropout layers unless `dropout` is
+    False) and solve.py stub."""
     from netspec.writer import to_prototxt
 
     if not (math.isfinite(lr_scale) and lr_scale > 0):
@@ -187,6 +210,8 @@ def emit_model(name: str, folder: Path, data_dir: Path | None,
     for file_name, message in _prototxts(name, width, training).items():
         if data_dir is not None and hasattr(message, "layer"):
             point_data_layers(message, data_dir)
+        if not dropout and hasattr(message, "layer"):
+            remove_dropout(message)
         if hasattr(message, "base_lr"):
             message.base_lr *= lr_scale
         if file_name.endswith(".binaryproto"):  # class weights of a weighted loss
@@ -238,6 +263,7 @@ class StageOptions:
     resume: Path | None = None
     lr_scale: float = 1.0   # multiplies every stage's solver base_lr
     training: object = None  # netspec.datasets.TrainingOptions: the paper's studies
+    dropout: bool = True    # False: the nets without their Dropout layers
 
 
 @dataclass
@@ -260,14 +286,20 @@ class StageResult:
                 "tests": self.scores}
 
 
-def _snapshot_folder(solver_file: Path) -> None:
-    """Create the folder of the solver's snapshot_prefix (Caffe requires it)."""
+def solver_param(solver_file: Path):
+    """The SolverParameter of a solver prototxt (pycaffe's `solver.param`
+    shows only a few of its fields)."""
     from google.protobuf import text_format
 
     param = caffe.proto.caffe_pb2.SolverParameter()
     text_format.Parse(solver_file.read_text(encoding="utf-8"), param)
+    return param
+
+
+def _snapshot_folder(param, folder: Path) -> None:
+    """Create the folder of the solver's snapshot_prefix (Caffe requires it)."""
     if param.snapshot_prefix:
-        (solver_file.parent / param.snapshot_prefix).parent.mkdir(parents=True, exist_ok=True)
+        (folder / param.snapshot_prefix).parent.mkdir(parents=True, exist_ok=True)
 
 
 def load_base_net(weights: Path, model: str, width: float | None):
@@ -279,10 +311,12 @@ def load_base_net(weights: Path, model: str, width: float | None):
         for base in base_nets(model):
             deploy = Path(work) / f"{base}.prototxt"
             deploy.write_text(_deploy_text(base, width))
-            try:
-                return base, caffe.Net(str(deploy), str(weights), caffe.TEST)
-            except CaffeError as exc:
-                errors.append(f"{base}: {exc}")
+            net = caffe.Net(str(deploy), caffe.TEST)
+            misfit = caffe_backend.weights_misfit(net, weights)
+            if misfit is None:
+                net.copy_from(str(weights))
+                return base, net
+            errors.append(f"{base}: {misfit}")
     raise CaffeError(f"--weights {weights}: fits neither base net of {model} "
                      f"({' or '.join(base_nets(model))}): " + "; ".join(errors))
 
@@ -337,8 +371,9 @@ def train_stage(name: str, folder: Path, run: RunDir, init: Path | None, from_ba
                 opts: StageOptions, step_offset: int) -> StageResult:
     result = StageResult(name, folder, init=str(init) if init else "fillers")
     leader = parallel.is_root()
+    param = solver_param(folder / "solver.prototxt")
     with working_directory(folder):
-        _snapshot_folder(folder / "solver.prototxt")
+        _snapshot_folder(param, folder)
         solver = caffe.get_solver("solver.prototxt")
         if init is None:
             log.warning("%s: no initial weights: it starts from its fillers (FCN's are "
@@ -354,21 +389,45 @@ def train_stage(name: str, folder: Path, run: RunDir, init: Path | None, from_ba
         from surgery import interp
         interp(solver.net, [k for k in solver.net.params if "up" in k])
         if opts.resume is not None:
-            solver.restore(str(opts.resume))
+            restore(solver, opts.resume)
             result.init = f"resumed {opts.resume}"
         if parallel.active():
+            if caffe_backend.name == "pycaffe":
+                raise CaffeError("training on several processes runs on torchcaffe; BVLC "
+                                 "pycaffe's multi-GPU path needs its own NCCL build "
+                                 "(unset FCN_CAFFE, or train on one process)")
             nccl = parallel.NCCL(solver)
             nccl.bcast()
             solver.add_callback(nccl)
-        total = opts.iters if opts.iters is not None else solver.param.max_iter
+        total = opts.iters if opts.iters is not None else param.max_iter
         _run_schedule(solver, name, folder, run, opts, total, step_offset, result)
         result.iters = solver.iter
         result.final = folder / "final.caffemodel"
         if leader:
             solver.net.save(str(result.final))
-        if not (solver.param.snapshot and solver.iter % solver.param.snapshot == 0):
+        if not (param.snapshot and solver.iter % param.snapshot == 0):
             solver.snapshot()  # every rank: rank 0 gathers their data states
     return result
+
+
+def restore(solver, state: Path) -> None:
+    """Resume `solver` from the solverstate `state`. BVLC Caffe looks for the
+    state's learned_net (a path relative to where the snapshot was taken)
+    from the current folder only; when it is not there, it gets a copy of the
+    state naming the caffemodel beside `state` (torchcaffe looks there itself)."""
+    if caffe_backend.name != "pycaffe":
+        solver.restore(str(state))
+        return
+    header = caffe.proto.caffe_pb2.SolverState.FromString(state.read_bytes())
+    beside = state.parent / Path(header.learned_net).name
+    if not header.learned_net or Path(header.learned_net).exists() or not beside.is_file():
+        solver.restore(str(state))
+        return
+    header.learned_net = str(beside.resolve())
+    with tempfile.TemporaryDirectory(prefix="fcn-resume-") as work:
+        copy = Path(work) / state.name
+        copy.write_bytes(header.SerializeToString())
+        solver.restore(str(copy))
 
 
 def _run_schedule(solver, name, folder, run, opts, total, step_offset, result) -> None:
@@ -488,7 +547,8 @@ def run_chain(model: str, run_root: Path, stages: str | None = None,
     with run.logging_to_file(), console_around_bars():
         for index, name in enumerate(names):
             folder = model_root if here else emit_model(name, run.stage_dir(name), data_dir,
-                                                      opts.width, opts.lr_scale, opts.training)
+                                                      opts.width, opts.lr_scale, opts.training,
+                                                      opts.dropout)
             if index == 0:
                 init = weights
                 if here and init is None and chain.index(name) > 0:

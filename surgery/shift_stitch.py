@@ -307,7 +307,7 @@ def load_deploy(model: str, width: float, weights: str | None, work: Path, seed:
     path = work / "deploy.prototxt"
     path.write_text(text_format.MessageToString(proto))
     if weights:
-        return proto, caffe.Net(str(path), weights, caffe.TEST)
+        return proto, caffe.Net(str(path), caffe.TEST, weights=weights)
     net = caffe.Net(str(path), caffe.TEST)
     rng = np.random.default_rng(seed)
     for blobs in net.params.values():

@@ -1,7 +1,9 @@
 """Export a caffemodel (with its deploy net) to PyTorch, NumPy, safetensors or ONNX.
 
-torchcaffe-only: the reference forward and the exported module come from
-torchcaffe (see weights/torch_module.py).
+The exported module comes from torchcaffe (see weights/torch_module.py)
+whichever runtime is selected; the forward the files are checked against
+is the selected runtime's: torchcaffe's, or BVLC Caffe's own on
+`FCN_CAFFE=pycaffe`.
 
 Formats, chosen by the output's suffix:
   .pt           a PyTorch state dict {'<layer>.<index>': tensor}, the blobs of
@@ -63,8 +65,7 @@ def export(deploy: str | os.PathLike, weights: str | os.PathLike, out: str | os.
             raise CaffeError(f"export: no such file {os.fspath(path)}")
     reference = CaffeModule(deploy, weights).to(device).eval()
     inputs = _probe_inputs(reference, input_shape, device)
-    with torch.no_grad():
-        expected = [t.detach().cpu().numpy() for t in reference(*inputs)]
+    expected = _runtime_forward(deploy, weights, reference, inputs)
     with atomic_path(out) as tmp:
         if fmt == "onnx":
             _write_onnx(reference, inputs, tmp)
@@ -75,6 +76,22 @@ def export(deploy: str | os.PathLike, weights: str | os.PathLike, out: str | os.
         error = _compare(reference.output_names, expected, actual, tolerance, out)
     log.info("exported %s (%s): max relative difference %.3g", out, fmt, error)
     return ExportResult(out, fmt, error)
+
+
+def _runtime_forward(deploy, weights, reference: CaffeModule, inputs) -> list[np.ndarray]:
+    """The outputs the export must reproduce: torchcaffe's module, or the net
+    on BVLC's pycaffe when that is the selected runtime."""
+    from caffe_backend import caffe
+
+    if caffe.__name__ == "torchcaffe":
+        with torch.no_grad():
+            return [t.detach().cpu().numpy() for t in reference(*inputs)]
+    net = caffe.Net(os.fspath(deploy), caffe.TEST, weights=os.fspath(weights))
+    for name, tensor in zip(reference.input_names, inputs):
+        net.blobs[name].reshape(*tensor.shape)
+        net.blobs[name].data[...] = tensor.cpu().numpy()
+    net.forward()
+    return [net.blobs[name].data.copy() for name in reference.output_names]
 
 
 def _probe_inputs(module: CaffeModule, input_shape, device) -> list[torch.Tensor]:

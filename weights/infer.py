@@ -161,7 +161,7 @@ def check_files(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> list[tuple[Path, Path]]:
-    from caffe_backend import caffe
+    from caffe_backend import caffe, net_with_weights
 
     check_files(args)  # before anything is loaded or written
 
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> list[tuple[Path, Path]]:
         caffe.set_mode_gpu()
     else:
         caffe.set_mode_cpu()
-    net = caffe.Net(args.deploy, args.weights, caffe.TEST)
+    net = net_with_weights(args.deploy, args.weights, caffe.TEST)
     written = infer_files(net, args.images, args.out, mean_bgr=tuple(args.mean),
                           input_blob=args.input_blob, score_blob=args.score_blob)
     for label_path, overlay_path in written:

@@ -50,12 +50,12 @@ def cast_to_fcn(classifier_deploy, fcn_deploy, weights, output) -> TransplantRep
     Refused (nothing written) when an FCN layer would be left without weights
     or a blob does not fit; the report says what was copied and coerced.
     """
-    from caffe_backend import caffe
+    from caffe_backend import caffe, net_with_weights
 
     for path in (classifier_deploy, fcn_deploy, weights):
         if not Path(path).is_file():
             raise CaffeError(f"prepare: no such file {os.fspath(path)}")
-    classifier = caffe.Net(os.fspath(classifier_deploy), os.fspath(weights), caffe.TEST)
+    classifier = net_with_weights(classifier_deploy, weights, caffe.TEST)
     fcn = caffe.Net(os.fspath(fcn_deploy), caffe.TEST)
     report = transplant(fcn, classifier)
     if report.untouched:
@@ -64,7 +64,7 @@ def cast_to_fcn(classifier_deploy, fcn_deploy, weights, output) -> TransplantRep
     for move in report.coerced:
         log.info("cast %s %s -> %s", move.layer, move.old_shape, move.new_shape)
     with atomic_path(output) as tmp:
-        fcn.save(tmp)
+        fcn.save(str(tmp))
     return report
 
 
