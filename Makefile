@@ -27,7 +27,7 @@ MODELS := voc-fcn32s voc-fcn16s voc-fcn8s voc-fcn8s-atonce voc-fcn-alexnet \
           voc-fcn-googlenet voc-fcn32s-fixed
 BASE_NETS := vgg16 vgg16fcn alexnet alexnetfcn googlenet googlenetfcn
 
-.PHONY: install test demo demo-time nets proto bench table1 pycaffe-check fuzz gpu-check which-python $(MODELS) $(BASE_NETS)
+.PHONY: install test demo demo-time nets proto bench table1 pycaffe-check fuzz gpu-check compare-caffe pycaffe-backend-check which-python $(MODELS) $(BASE_NETS)
 
 install: $(STAMP)
 
@@ -80,6 +80,17 @@ table1: $(STAMP)
 # alias: make pycaffe-check BVLC_CAFFE=<BVLC/caffe checkout> FCN_RELEASE=<fcn.berkeleyvision.org checkout>
 pycaffe-check: $(STAMP)
 	BVLC_CAFFE=$(BVLC_CAFFE) FCN_RELEASE=$(FCN_RELEASE) $(PYTHON) -m pytest -q tests/test_bvlc_pycaffe_suite.py tests/test_fcn_release_scripts.py
+
+# The reduced demo on BVLC Caffe, on torchcaffe, and on torchcaffe from a base
+# net one ulp off, one table: make compare-caffe BVLC_CAFFE=<built BVLC/caffe checkout>
+compare-caffe: $(STAMP)
+	$(if $(BVLC_CAFFE),$(PYTHON) -m pip install -q -e ".[pycaffe]")
+	$(PYTHON) -m solvers.compare_caffe $(if $(BVLC_CAFFE),--caffe-pythonpath $(BVLC_CAFFE)/python)
+
+# Every FCN entry point on BVLC Caffe: make pycaffe-backend-check BVLC_CAFFE=<built checkout>
+pycaffe-backend-check: $(STAMP)
+	$(if $(BVLC_CAFFE),$(PYTHON) -m pip install -q -e ".[pycaffe]")
+	FCN_PYCAFFE_PYTHONPATH=$(if $(BVLC_CAFFE),$(BVLC_CAFFE)/python) $(PYTHON) -m pytest -q tests/test_pycaffe_backend.py
 
 # Mutation fuzzing of every reader: 10,000 cases per format and a table of
 # outcomes (about 8 minutes on 2 cores); exits 1 on any crash or hang.
