@@ -16,8 +16,9 @@ The policy comes from the environment variable TORCHCAFFE_KERNELS or from
   shapes, geometry, gradients wanted, dtype, device, torch's thread count and
   torch version, so it is measured once.
 - `default`: torch's own operator everywhere (oneDNN / cuDNN; F.linear).
-- a kernel name (`direct`, `channels_last`, `im2col`, `linear`, `addmm`):
-  that kernel wherever the layer type and shape have it, else the default.
+- kernel names (`direct`, `channels_last`, `im2col`, `linear`, `addmm`):
+  the first of them that the layer type and shape have, else the default;
+  `im2col,addmm` forces Caffe's algorithm on all three types.
 """
 from __future__ import annotations
 
@@ -49,14 +50,15 @@ _CACHE_VERSION = 1
 
 
 class Policy:
-    """A default choice and per-layer choices, each `auto`, `default` or a kernel name."""
+    """Default choices (`auto`, `default` or kernel names, the first that
+    applies wins) and per-layer choices (one each)."""
 
-    def __init__(self, default: str = AUTO, layers: dict[str, str] | None = None):
-        self.default = default
+    def __init__(self, default: tuple[str, ...] = (AUTO,), layers: dict[str, str] | None = None):
+        self.default = tuple(default)
         self.layers = dict(layers or {})
 
-    def for_layer(self, name: str) -> str:
-        return self.layers.get(name, self.default)
+    def for_layer(self, name: str) -> tuple[str, ...]:
+        return (self.layers[name],) if name in self.layers else self.default
 
 
 def kernel_names() -> list[str]:
@@ -64,9 +66,10 @@ def kernel_names() -> list[str]:
 
 
 def parse_policy(text: str, source: str = ENV_POLICY) -> Policy:
-    """`auto`, `default`, a kernel name, then optional `layer=choice` items, comma separated."""
+    """Comma-separated items: `auto`, `default` or kernel names for every
+    layer, and `layer=choice` for one layer."""
     valid = [AUTO, DEFAULT] + kernel_names()
-    policy = Policy()
+    policy, defaults = Policy(), []
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
@@ -77,7 +80,9 @@ def parse_policy(text: str, source: str = ENV_POLICY) -> Policy:
         if layer:
             policy.layers[layer] = choice
         else:
-            policy.default = choice
+            defaults.append(choice)
+    if defaults:
+        policy.default = tuple(defaults)
     return policy
 
 
@@ -216,11 +221,17 @@ def choose(layer: str, family: str, work: int, x, weight, bias,
     """(kernel name, implementation) for this layer's call `fn(x, weight, bias, *extra)`."""
     impls = candidates(family, x)
     default = next(iter(impls))
-    spec = current_policy().for_layer(layer)
-    if spec == AUTO and work >= MIN_MEASURED_MACS:
-        spec = _auto(layer, family, impls, x, weight, bias, extra)
-    name = spec if spec in impls else default
-    return name, impls[name]
+    for spec in current_policy().for_layer(layer):
+        if spec == AUTO:
+            if work >= MIN_MEASURED_MACS:
+                spec = _auto(layer, family, impls, x, weight, bias, extra)
+                return spec, impls[spec]
+            break
+        if spec == DEFAULT:
+            break
+        if spec in impls:
+            return spec, impls[spec]
+    return default, impls[default]
 
 
 def _grads_wanted(x, weight, bias) -> tuple[bool, bool, bool]:
