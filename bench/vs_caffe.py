@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 
 from bench.net_speed import CLASSES, PlainFCN8s, _PARAM_SHAPES, _peak_rss_mib, fcn8s_params
+from netspec.writer import to_prototxt
+from torchcaffe.atomic import write_text
 from torchcaffe.cli.time import time_layers
 from torchcaffe.proto import caffe_pb2
-from torchcaffe.prototxt import write_prototxt
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,12 @@ def _deploy_name(size) -> str:
 def write_nets(folder: Path) -> None:
     """train.prototxt (Input data and label), solver.prototxt and one deploy
     prototxt per size, as our NetSpec writes them."""
-    write_prototxt(folder / "train.prototxt", fcn8s_params("train", TRAIN_SIZE))
+    write_text(folder / "train.prototxt", to_prototxt(fcn8s_params("train", TRAIN_SIZE)))
     solver = caffe_pb2.SolverParameter(net=str(folder / "train.prototxt"), **SOLVER)
-    write_prototxt(folder / "solver.prototxt", solver)
+    write_text(folder / "solver.prototxt", to_prototxt(solver))
     for size in DEPLOY_SIZES:
-        write_prototxt(folder / f"{_deploy_name(size)}.prototxt", fcn8s_params("deploy", size))
+        write_text(folder / f"{_deploy_name(size)}.prototxt",
+                   to_prototxt(fcn8s_params("deploy", size)))
 
 
 # ---------------------------------------------------------------- the variants
@@ -233,10 +235,10 @@ def _interleaved(variants, tasks: dict, rounds: int) -> dict:
     return times
 
 
-def _peak_child(which: str, folder: str, policy: str | None, queue) -> None:
+def _peak_child(which: str, folder: str, policy: str | None, threads: int, queue) -> None:
     if policy is not None:
         os.environ["TORCHCAFFE_KERNELS"] = policy
-    torch.set_num_threads(OPTIONS["threads"])
+    torch.set_num_threads(threads)
     variant = (Ours if which == "ours" else Plain)(Path(folder))
     variant.step()
     queue.put(_peak_rss_mib())
@@ -245,7 +247,8 @@ def _peak_child(which: str, folder: str, policy: str | None, queue) -> None:
 def _peak_memory(which: str, folder: Path, policy: str | None = None) -> float:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_peak_child, args=(which, str(folder), policy, queue))
+    process = context.Process(target=_peak_child, args=(which, str(folder), policy,
+                                                                 OPTIONS["threads"], queue))
     process.start()
     value = queue.get()
     process.join()

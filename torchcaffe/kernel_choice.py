@@ -246,16 +246,17 @@ def _auto(layer, family, impls, x, weight, bias, extra) -> str:
     entry = _cache.get(key)
     if entry is not None and entry["kernel"] in impls:
         return entry["kernel"]
-    seconds = _measure(impls, x, weight, bias, extra, grads)
+    seconds, dropped = _measure(impls, x, weight, bias, extra, grads)
     default = next(iter(impls))
     best = min(seconds, key=seconds.get)
-    if seconds[best] > seconds[default] * (1 - MARGIN):
+    if default in seconds and seconds[best] > seconds[default] * (1 - MARGIN):
         best = default
     log.info("kernel choice for %s (%s, input %s, weight %s, %s): %s [%s]", layer, family,
              _shape(x), _shape(weight), "forward+backward" if any(grads) else "forward", best,
-             ", ".join(f"{n} {s * 1e3:.1f} ms" for n, s in sorted(seconds.items(),
-                                                                 key=lambda kv: kv[1])))
-    _cache.put(key, {"kernel": best, "seconds": seconds})
+             ", ".join([f"{n} {t * 1e3:.1f} ms" for n, t in sorted(seconds.items(),
+                                                                   key=lambda kv: kv[1])]
+                       + [f"{n} dropped ({t * 1e3:.1f} ms)" for n, t in dropped.items()]))
+    _cache.put(key, {"kernel": best, "seconds": seconds, "dropped": dropped})
     return best
 
 
@@ -265,46 +266,56 @@ def _sync(device: torch.device) -> None:
 
 
 def _measure(impls: dict[str, Callable], x, weight, bias, extra,
-             grads: tuple[bool, bool, bool]) -> dict[str, float]:
-    """Median seconds of each candidate on random data of these shapes,
-    interleaved so that other load hits them alike; candidates more than
-    twice as slow as the best on the first (warm-up) call are dropped early.
-    A private generator keeps the net's random streams untouched."""
+             grads: tuple[bool, bool, bool]) -> tuple[dict[str, float], dict[str, float]]:
+    """({finalist: seconds}, {dropped: seconds of its first call}) on random
+    data of these shapes (a private generator leaves the net's random
+    streams untouched). Candidates more than twice as slow as the best on a
+    first call (forward alone, then the whole call) are dropped; the rest
+    run again, interleaved so that other load hits them alike, and keep
+    their median."""
     generator = torch.Generator(device=x.device).manual_seed(0)
 
     def sample(t, grad):
         return torch.rand(t.shape, generator=generator, device=t.device,
                           dtype=t.dtype).requires_grad_(grad)
 
+    def run(fn, backward: bool) -> float:
+        _sync(x.device)
+        start = time.perf_counter()
+        with torch.set_grad_enabled(backward):
+            out = fn(*inputs, *extra)
+            if backward:
+                out.backward(torch.ones_like(out))
+        _sync(x.device)
+        for t in inputs:
+            if t is not None:
+                t.grad = None
+        return time.perf_counter() - start
+
+    def survivors(times: dict[str, float], factor: float) -> list[str]:
+        fastest = min(times.values())
+        return [n for n, t in times.items() if t <= factor * fastest or fastest < 0.01]
+
+    backward = any(grads)
     with torch.inference_mode(False), torch.enable_grad():
         inputs = [sample(x, grads[0]), sample(weight, grads[1]),
                   None if bias is None else sample(bias, grads[2])]
-        backward = any(grads)
-
-        def run(fn) -> float:
-            _sync(x.device)
-            start = time.perf_counter()
-            with torch.set_grad_enabled(backward):
-                out = fn(*inputs, *extra)
-                if backward:
-                    out.backward(torch.ones_like(out))
-            _sync(x.device)
-            for t in inputs:
-                if t is not None:
-                    t.grad = None
-            return time.perf_counter() - start
-
-        first = {name: run(fn) for name, fn in impls.items()}
-        fastest = min(first.values())
+        seconds = {name: run(fn, False) for name, fn in impls.items()}
+        names = survivors(seconds, 2.0)
+        if backward:
+            seconds.update({name: run(impls[name], True) for name in names})
+            names = survivors({n: seconds[n] for n in names}, 2.0)
+        fastest = min(seconds[n] for n in names)
         rounds = 3 if fastest < 0.05 else 2 if fastest < 0.5 else 1
-        kept = {n: fn for n, fn in impls.items() if first[n] <= 2 * fastest or fastest < 0.01}
-        times: dict[str, list[float]] = {n: [] for n in kept}
-        for _ in range(rounds):
-            for name, fn in kept.items():
-                times[name].append(run(fn))
-    seconds = {n: first[n] for n in impls}
-    seconds.update({n: statistics.median(t) for n, t in times.items()})
-    return seconds
+        names = survivors({n: seconds[n] for n in names}, 1.5)
+        times: dict[str, list[float]] = {n: [] for n in names}
+        if len(names) > 1:
+            for _ in range(rounds):
+                for name in names:
+                    times[name].append(run(impls[name], backward))
+    seconds.update({n: statistics.median(t) for n, t in times.items() if t})
+    return ({n: seconds[n] for n in names},
+            {n: t for n, t in seconds.items() if n not in names})
 
 
 def layer_work(weight: torch.Tensor, positions: int) -> int:
