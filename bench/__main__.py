@@ -3,8 +3,15 @@
 Each section module exposes `run(device) -> list[row]`, a row being a dict
 with `metric`, `value`, `unit` and, where the figure has one, the `baseline`
 it is compared with and that baseline's `baseline_value`, measured in the
-same run. The table shows value / baseline as the ratio; the rows also go to
-a JSON file for the README and later comparison.
+same run. The table shows value / baseline as the ratio, or for rows marked
+`speedup` (times) how many times faster the value is than its baseline; the
+rows also go to a JSON file for the README and later comparison. A section
+may also offer `report() -> str`, a table printed after the main one
+(vs_caffe's per-layer times).
+
+`--quick` runs only vs_caffe with one timed round; `--threads N` caps the
+CPU threads (default: every available core), and the first line printed
+says how many were used.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import platform
 import sys
 import time
 
-SECTIONS = ["vs_caffe", "net_speed", "load_speed", "solver_speed", "score_speed", "data_speed"]
+SECTIONS = ["vs_caffe", "infer_speed", "net_speed", "load_speed", "solver_speed", "score_speed", "data_speed"]
 
 
 def _devices() -> list[str]:
