@@ -257,7 +257,7 @@ def _peak_memory(which: str, folder: Path, policy: str | None = None) -> float:
 
 def _layer_table(ours: Ours, caffe: Caffe | None) -> str:
     net = ours.solver.net
-    rows = time_layers(net, iterations=1)
+    rows, _, _ = time_layers(net, iterations=1)
     theirs = {name: (f, b) for name, _, f, b in caffe.ask(run="layers", net="train")["layers"]} \
         if caffe else {}
     header = ["layer", "type", "kernel", "torchcaffe fwd ms", "bwd ms"]
@@ -304,6 +304,9 @@ def run(device: str) -> list[dict]:
                     lambda v, n=_deploy_name(size): v.forward(n)
             # the first call of each shape measures its kernels (then cached)
             times = _interleaved(variants, tasks, rounds)
+            for task, by_variant in times.items():
+                log.info("vs_caffe: %s, median ms: %s", task, ", ".join(
+                    f"{n} {statistics.median(t) * 1e3:.0f}" for n, t in by_variant.items()))
             _tables.append(_layer_table(variants[0], caffe))
         finally:
             if caffe is not None:
