@@ -130,6 +130,14 @@ def _grouped(weight: torch.Tensor, groups: int) -> torch.Tensor:
     return weight.reshape(groups, weight.shape[0] // groups, -1)
 
 
+def _matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Per group (g x m x k) @ (g x k x n); one plain GEMM when g == 1, which
+    BLAS runs faster than a batch of one (it reads transposed operands as they are)."""
+    if a.shape[0] == 1:
+        return torch.mm(a[0], b[0], out=None if out is None else out[0]).unsqueeze(0)
+    return torch.bmm(a, b, out=out)
+
+
 def _to_grid(image: torch.Tensor, weight: torch.Tensor, window: Window) -> torch.Tensor:
     groups = window.groups
     w = _grouped(weight, groups)
@@ -142,7 +150,7 @@ def _to_grid(image: torch.Tensor, weight: torch.Tensor, window: Window) -> torch
     out = image.new_empty((n, weight.shape[0]) + out_size)
     for i in range(n):
         columns = _columns(image[i], window).reshape(groups, -1, length)
-        torch.bmm(w, columns, out=out[i].view(groups, -1, length))
+        _matmul(w, columns, out=out[i].view(groups, -1, length))
     return out
 
 
@@ -153,7 +161,7 @@ def _to_image(grid: torch.Tensor, weight: torch.Tensor, window: Window, image_si
     channels = weight.shape[1] * groups
     out = grid.new_empty((n, channels) + tuple(image_size))
     for i in range(n):
-        columns = torch.bmm(w, grid[i].reshape(groups, -1, length))
+        columns = _matmul(w, grid[i].reshape(groups, -1, length))
         out[i] = _image(columns.reshape(-1, length), tuple(image_size), channels, window)
     return out
 
@@ -162,10 +170,16 @@ def _weight_grad(grid: torch.Tensor, image: torch.Tensor, weight: torch.Tensor,
                  window: Window) -> torch.Tensor:
     groups = window.groups
     length = grid.shape[2] * grid.shape[3]
-    total = weight.new_zeros(_grouped(weight, groups).shape)
+    total = None
     for i in range(grid.shape[0]):
-        columns = _columns(image[i], window).reshape(groups, -1, length)
-        total.baddbmm_(grid[i].reshape(groups, -1, length), columns.transpose(1, 2))
+        columns = _columns(image[i], window).reshape(groups, -1, length).transpose(1, 2)
+        rows = grid[i].reshape(groups, -1, length)
+        if total is None:
+            total = _matmul(rows, columns)
+        elif groups == 1:
+            total[0].addmm_(rows[0], columns[0])
+        else:
+            total.baddbmm_(rows, columns)
     return total.reshape(weight.shape)
 
 
