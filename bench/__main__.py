@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--caffe-root", metavar="DIR",
                         help="vs_caffe: a built BVLC Caffe checkout; its python/ goes on PYTHONPATH")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="vs_caffe: timed rounds per variant (default 3; --quick: 1)")
+                        help="vs_caffe: timed rounds per variant (default 2; --quick: 1)")
     parser.add_argument("--quick", action="store_true",
                         help="only vs_caffe, one timed round")
     args = parser.parse_args(argv)

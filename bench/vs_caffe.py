@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_SIZE = (375, 500)
 DEPLOY_SIZES = [(375, 500), (500, 500)]
-ROUNDS = 3
+ROUNDS = 2
 #: set by bench.__main__ from its options
 OPTIONS = {"rounds": ROUNDS, "caffe_python": None, "caffe_root": None, "threads": 1}
 SOLVER = dict(base_lr=1e-14, lr_policy="fixed", momentum=0.99, weight_decay=0.0005,
