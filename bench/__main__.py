@@ -3,8 +3,15 @@
 Each section module exposes `run(device) -> list[row]`, a row being a dict
 with `metric`, `value`, `unit` and, where the figure has one, the `baseline`
 it is compared with and that baseline's `baseline_value`, measured in the
-same run. The table shows value / baseline as the ratio; the rows also go to
-a JSON file for the README and later comparison.
+same run. The table shows value / baseline as the ratio, or for rows marked
+`speedup` (times) how many times faster the value is than its baseline; the
+rows also go to a JSON file for the README and later comparison. A section
+may also offer `report() -> str`, a table printed after the main one
+(vs_caffe's per-layer times).
+
+`--quick` runs only vs_caffe with one timed round; `--threads N` caps the
+CPU threads (default: every available core), and the first line printed
+says how many were used.
 """
 from __future__ import annotations
 
@@ -17,8 +24,8 @@ import platform
 import sys
 import time
 
-SECTIONS = ["net_speed", "load_speed", "solver_speed", "score_speed", "data_speed",
-            "dist_speed"]
+SECTIONS = ["vs_caffe", "infer_speed", "net_speed", "load_speed", "solver_speed", "score_speed",
+            "data_speed", "dist_speed"]
 
 
 def _devices() -> list[str]:
@@ -33,13 +40,15 @@ def _format(rows: list[dict]) -> str:
     for row in rows:
         base = row.get("baseline_value")
         ratio = row["value"] / base if base else None
+        if ratio and row.get("speedup"):
+            ratio = 1 / ratio  # how many times faster than the baseline
         lines.append((
             row["device"],
             row["metric"],
             f"{row['value']:.4g} {row['unit']}",
             row.get("baseline") or "",
             f"{base:.4g} {row['unit']}" if base else "",
-            f"{ratio:.3f}x" if ratio is not None else "",
+            "" if ratio is None else f"{ratio:.2f}x faster" if row.get("speedup") else f"{ratio:.3f}x",
         ))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     text = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
@@ -54,24 +63,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], help="only this device")
     parser.add_argument("--json", default=os.path.join("bench", "results.json"),
                         help="where to write the rows (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch and Caffe (default: every available core)")
+    parser.add_argument("--caffe-python", metavar="PY",
+                        help="vs_caffe: a Python whose `import caffe` is BVLC's pycaffe "
+                        "(FCN_CAFFE=pycaffe: this interpreter's)")
+    parser.add_argument("--caffe-root", metavar="DIR",
+                        help="vs_caffe: a built BVLC Caffe checkout; its python/ goes on PYTHONPATH")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="vs_caffe: timed rounds per variant (default 2; --quick: 1)")
+    parser.add_argument("--quick", action="store_true",
+                        help="only vs_caffe, one timed round")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    from torchcaffe.threads import use_threads
+
+    from bench import vs_caffe
+
+    threads = use_threads(args.threads)
+    vs_caffe.OPTIONS.update(caffe_python=args.caffe_python, caffe_root=args.caffe_root,
+                            threads=threads,
+                            rounds=args.rounds or (1 if args.quick else vs_caffe.ROUNDS))
+    sections = args.only or (["vs_caffe"] if args.quick else SECTIONS)
     devices = [args.device] if args.device else _devices()
     rows: list[dict] = []
-    for section in args.only or SECTIONS:
+    tables: list[str] = []
+    for section in sections:
         module = importlib.import_module(f"bench.{section}")
         for device in devices:
             logging.info("bench: %s on %s", section, device)
             for row in module.run(device):
                 rows.append({"section": section, "device": device, **row})
+        if hasattr(module, "report") and module.report():
+            tables.append(module.report())
+    print(f"torch threads: {threads} (of {os.cpu_count()} CPUs; --threads to change)")
     print(_format(rows))
+    for table in tables:
+        print("\n" + table)
     report = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "python": sys.version.split()[0],
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
+        "threads": threads,
         "rows": rows,
+        "tables": tables,
     }
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     tmp = args.json + ".tmp"

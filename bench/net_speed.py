@@ -31,9 +31,9 @@ ITERATIONS = {"cpu": (3, 2), "cuda": (20, 10)}
 _VGG = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
 
 
-def fcn8s_params(phase: str):
-    """voc-fcn8s NetParameter: 'deploy' (Input data) or 'train' (Input data
-    and label instead of the Python data layer)."""
+def fcn8s_params(phase: str, size: tuple[int, int] = (HEIGHT, WIDTH)):
+    """voc-fcn8s NetParameter at 1 x 3 x size: 'deploy' (Input data) or
+    'train' (Input data and label instead of the Python data layer)."""
     from netspec.models import NETS
 
     from torchcaffe.proto import caffe_pb2
@@ -41,12 +41,12 @@ def fcn8s_params(phase: str):
     model = NETS["voc-fcn8s"]
     if phase == "deploy":
         net = model.net_proto(None)
-        net.layer[0].input_param.shape[0].dim[:] = [1, 3, HEIGHT, WIDTH]
+        net.layer[0].input_param.shape[0].dim[:] = [1, 3, *size]
         return net
     net = model.net_proto(model.dataset.train_split)
     inputs = caffe_pb2.LayerParameter(name="input", type="Input", top=["data", "label"])
-    inputs.input_param.shape.add().dim[:] = [1, 3, HEIGHT, WIDTH]
-    inputs.input_param.shape.add().dim[:] = [1, 1, HEIGHT, WIDTH]
+    inputs.input_param.shape.add().dim[:] = [1, 3, *size]
+    inputs.input_param.shape.add().dim[:] = [1, 1, *size]
     layers = [inputs] + [layer for layer in net.layer if layer.type != "Python"]
     del net.layer[:]
     net.layer.extend(layers)

@@ -52,6 +52,7 @@ from torchcaffe import glog, parallel
 from torchcaffe.atomic import atomic_output, write_text
 from torchcaffe.floats import float32_text, float32_value
 from torchcaffe.progress import on_terminal, progress
+from torchcaffe.threads import use_threads
 from data_layers.palette import VOC_CLASSES
 from solvers.curves import plot_curves
 from solvers.run_dir import RunDir
@@ -617,6 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        "Caffe's multi-GPU semantics: ids (0,1,2,3) or 'all'")
     parser.add_argument("--procs", type=int, default=0,
                         help="train on N CPU processes with the same semantics (gloo)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for torch (default: every available core)")
     parser.add_argument("--iters", help="iterations of every stage (e.g. 1000), or one count "
                                         "per stage run (e.g. 1800,900,300); default: max_iter")
     parser.add_argument("--test-interval", type=int, default=4000,
@@ -697,6 +700,7 @@ def _solve(args, parser) -> list[StageResult]:
         parser.error("the training studies apply to the model folders the driver writes; "
                      "with --here edit this folder's train data layer and solver")
     try:
+        use_threads(args.threads)
         if args.gpu is not None:
             caffe.set_device(args.gpu)
             caffe.set_mode_gpu()

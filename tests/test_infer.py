@@ -134,3 +134,68 @@ def test_infer_names_the_real_problem_before_writing(model, tmp_path, capsys, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message.format(tmp=tmp_path) in err
     assert not (tmp_path / "o").exists()
+
+
+MIXING = """name: "mixing"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 6 kernel_size: 3 pad: 1
+                            weight_filler { type: "gaussian" std: 0.2 } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "score" type: "Convolution" bottom: "conv" top: "score"
+        convolution_param { num_output: 5 kernel_size: 1 weight_filler { type: "gaussian" std: 0.5 } } }
+"""
+
+
+def test_batches_give_the_results_of_one_image_at_a_time(tmp_path, caplog):
+    """Same-size images share a forward; every label map is the one the
+    image gets alone (order, sizes and a final short batch included)."""
+    import logging
+
+    import torchcaffe
+    from weights.infer import infer_files, image_paths
+
+    deploy = tmp_path / "mixing.prototxt"
+    deploy.write_text(MIXING)
+    torchcaffe.set_random_seed(3)
+    net = torchcaffe.Net(str(deploy), torchcaffe.TEST)
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sizes = [(9, 11), (9, 11), (9, 11), (6, 13), (9, 11), (9, 11)]
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    paths = image_paths([folder])
+    assert [p.name for p in paths] == [f"im{i}.png" for i in range(len(sizes))]
+    with caplog.at_level(logging.INFO, logger="weights.infer"):
+        infer_files(net, paths, tmp_path / "alone", batch=1)
+        infer_files(net, paths, tmp_path / "batched", batch=2)
+    for i in range(len(sizes)):
+        alone = np.array(Image.open(tmp_path / "alone" / f"im{i}.png"))
+        batched = np.array(Image.open(tmp_path / "batched" / f"im{i}.png"))
+        assert alone.shape == sizes[i]
+        np.testing.assert_array_equal(batched, alone)
+    assert any("segmented 6 images" in r.getMessage() and "images/s" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_batched_scores_equal_single_scores(tmp_path):
+    import torchcaffe
+    from weights.infer import preprocess, segment_batch
+
+    deploy = tmp_path / "mixing.prototxt"
+    deploy.write_text(MIXING)
+    torchcaffe.set_random_seed(4)
+    net = torchcaffe.Net(str(deploy), torchcaffe.TEST)
+    rng = np.random.default_rng(1)
+    data = np.stack([preprocess(rng.integers(0, 256, (7, 10, 3), dtype=np.uint8))
+                     for _ in range(3)])
+    segment_batch(net, data)
+    together = net.blobs["score"].data.copy()
+    for i in range(3):
+        segment_batch(net, data[i:i + 1])
+        # equal up to float rounding (a batch may sum in another order)
+        scale = np.abs(together[i]).max()
+        np.testing.assert_allclose(net.blobs["score"].data[0], together[i], rtol=0,
+                                   atol=1e-6 * scale)

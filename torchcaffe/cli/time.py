@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -64,6 +65,54 @@ class _LayerClock:
         self.backward_s += _now() - start
 
 
+class LayerTime(NamedTuple):
+    """One layer's mean seconds per iteration, and the kernel it ran."""
+
+    name: str
+    type: str
+    kernel: str | None
+    forward_s: float
+    backward_s: float
+
+
+def _log_iteration(j: int, seconds: float) -> None:
+    log.info("Iteration: %d forward-backward time: %s ms.", j + 1, caffe_float(seconds * 1000))
+
+
+def time_layers(net: Net, iterations: int, on_iteration=None):
+    """([LayerTime per layer], forward s, backward s), per iteration, over
+    `iterations` rounds of the net's forward and backward (after the caller's
+    warm-up); `on_iteration(j, seconds)` after each round."""
+    steps = net._steps
+    last = len(steps) - 1
+    clocks = [_LayerClock(step.impl) for step in steps]
+    for step, clock in zip(steps, clocks):
+        clock.params = [blob.leaf for _, blob, _, _ in step.param_slots]
+        step.impl.forward = clock.forward
+    forward_s = backward_s = 0.0
+    try:
+        for j in range(iterations):
+            start = _now()
+            net._forward(0, last)
+            middle = _now()
+            for clock in reversed(clocks):
+                clock.time_backward()
+            resumed = _now()
+            net._backward(last, 0)
+            end = _now()
+            forward_s += middle - start
+            backward_s += end - resumed
+            if on_iteration is not None:
+                on_iteration(j, middle - start + end - resumed)
+    finally:
+        for step in steps:
+            del step.impl.forward  # back to the class's method
+    rows = [LayerTime(step.name, step.impl.type, getattr(step.impl, "kernel_name", None),
+                      clock.forward_s / iterations, clock.backward_s / iterations)
+            for step, clock in zip(steps, clocks)]
+    return rows, forward_s / iterations, backward_s / iterations
+
+
 def _phase(text: str) -> int:
     if text in ("", "TRAIN"):
         return TRAIN
@@ -88,41 +137,16 @@ def run(values: dict) -> int:
     log.info("Performing Backward")
     net._backward(last, 0)
 
-    steps = net._steps
-    clocks = [_LayerClock(step.impl) for step in steps]
-    for step, clock in zip(steps, clocks):
-        clock.params = [blob.leaf for _, blob, _, _ in step.param_slots]
-        step.impl.forward = clock.forward
     log.info("*** Benchmark begins ***")
     log.info("Testing for %d iterations.", iterations)
-    forward_s = backward_s = 0.0
-    try:
-        for j in range(iterations):
-            start = _now()
-            net._forward(0, last)
-            middle = _now()
-            for clock in reversed(clocks):
-                clock.time_backward()
-            resumed = _now()
-            net._backward(last, 0)
-            end = _now()
-            forward_s += middle - start
-            backward_s += end - resumed
-            log.info("Iteration: %d forward-backward time: %s ms.", j + 1,
-                     caffe_float((middle - start + end - resumed) * 1000))
-    finally:
-        for step in steps:
-            del step.impl.forward  # back to the class's method
+    rows, forward_s, backward_s = time_layers(net, iterations, _log_iteration)
     log.info("Average time per layer: ")
-    for step, clock in zip(steps, clocks):
-        log.info("%10s\tforward: %s ms.", step.name,
-                 caffe_float(clock.forward_s * 1000 / iterations))
-        log.info("%10s\tbackward: %s ms.", step.name,
-                 caffe_float(clock.backward_s * 1000 / iterations))
-    log.info("Average Forward pass: %s ms.", caffe_float(forward_s * 1000 / iterations))
-    log.info("Average Backward pass: %s ms.", caffe_float(backward_s * 1000 / iterations))
-    log.info("Average Forward-Backward: %s ms.",
-             caffe_float((forward_s + backward_s) * 1000 / iterations))
-    log.info("Total Time: %s ms.", caffe_float((forward_s + backward_s) * 1000))
+    for row in rows:
+        log.info("%10s\tforward: %s ms.", row.name, caffe_float(row.forward_s * 1000))
+        log.info("%10s\tbackward: %s ms.", row.name, caffe_float(row.backward_s * 1000))
+    log.info("Average Forward pass: %s ms.", caffe_float(forward_s * 1000))
+    log.info("Average Backward pass: %s ms.", caffe_float(backward_s * 1000))
+    log.info("Average Forward-Backward: %s ms.", caffe_float((forward_s + backward_s) * 1000))
+    log.info("Total Time: %s ms.", caffe_float((forward_s + backward_s) * 1000 * iterations))
     log.info("*** Benchmark ends ***")
     return 0

@@ -8,9 +8,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-from .. import fillers
+from .. import fillers, kernel_choice
 from ..errors import clip
 from .base import CaffeLayer, Shape, register
 
@@ -93,6 +92,7 @@ class InnerProductLayer(CaffeLayer):
         self.num_output = p.num_output
         self.bias_term = p.bias_term
         self.transpose = p.transpose
+        self.kernel_name: str | None = None  # the kernel the last forward ran
         weight_shape = (
             (self.num_input, self.num_output) if self.transpose else (self.num_output, self.num_input)
         )
@@ -114,7 +114,10 @@ class InnerProductLayer(CaffeLayer):
         x = bottoms[0].flatten(self.axis)
         weight = self.blobs[0].t() if self.transpose else self.blobs[0]
         bias = self.blobs[1] if self.bias_term else None
-        return [F.linear(x, weight, bias)]
+        self.kernel_name, kernel = kernel_choice.choose(
+            self.name, self.type, kernel_choice.layer_work(weight, x.numel() // self.num_input),
+            x, weight, bias)
+        return [kernel(x, weight, bias)]
 
 
 _PROD, _SUM, _MAX = 0, 1, 2  # EltwiseParameter.EltwiseOp

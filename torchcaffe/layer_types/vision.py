@@ -2,19 +2,20 @@
 LRN, Crop."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 
-from .. import fillers
+from .. import fillers, kernel_choice
 from ..errors import LayerError
+from ..kernels import Window
 from ..proto import caffe_pb2
 from .base import CaffeLayer, register
 from .common import canonical_axis
 
-_CONV_FNS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_DECONV_FNS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+_SPATIAL_AXES = (1, 2, 3)
 FLT_MAX = 3.4028234663852886e38
 FLT_MIN = 1.1754943508222875e-38
 _TEST = 1
@@ -87,7 +88,7 @@ class _ConvolutionBase(CaffeLayer):
         if canonical_axis(self, p.axis, len(shape)) != 1:
             raise self.error("only channel axis 1 is supported")
         n = len(shape) - 2
-        if n not in _CONV_FNS:
+        if n not in _SPATIAL_AXES:
             raise self.error(f"supports 1 to 3 spatial axes, the bottom {list(shape)} has {n}")
         self.num_spatial = n
         self.kernel, self.stride, self.pad, self.dilation = _window_geometry(self, p, n)
@@ -101,6 +102,9 @@ class _ConvolutionBase(CaffeLayer):
                 f"group {self.group} must divide both the input channels ({self.channels}) "
                 f"and num_output ({self.num_output})"
             )
+        self.window = Window(self.kernel, self.stride, self.pad, self.dilation, self.group)
+        #: the kernel the last forward ran (kernel_choice decides)
+        self.kernel_name: str | None = None
         self.bias_term = p.bias_term
         self.blobs = [fillers.fill(p.weight_filler, self.weight_shape(), generator)]
         if self.bias_term:
@@ -135,6 +139,13 @@ class _ConvolutionBase(CaffeLayer):
     def _bias(self):
         return self.blobs[1] if self.bias_term else None
 
+    def _run(self, bottoms, weight, window: Window, positions: int):
+        """Every bottom through the kernel chosen for this shape."""
+        self.kernel_name, kernel = kernel_choice.choose(
+            self.name, self.type, kernel_choice.layer_work(weight, positions), bottoms[0],
+            weight, self._bias(), window)
+        return [kernel(x, weight, self._bias(), window) for x in bottoms]
+
 
 @register("Convolution")
 class ConvolutionLayer(_ConvolutionBase):
@@ -145,12 +156,8 @@ class ConvolutionLayer(_ConvolutionBase):
         return _conv_out(size, k, s, p, d)
 
     def forward(self, bottoms):
-        conv = _CONV_FNS[self.num_spatial]
-        weight, bias = self.blobs[0], self._bias()
-        return [
-            conv(x, weight, bias, self.stride, self.pad, self.dilation, self.group)
-            for x in bottoms
-        ]
+        positions = kernel_choice.conv_positions(bottoms[0], self.window)
+        return self._run(bottoms, self.blobs[0], self.window, positions)
 
 
 @register("Deconvolution")
@@ -172,15 +179,12 @@ class DeconvolutionLayer(_ConvolutionBase):
         return s * (size - 1) + d * (k - 1) + 1 - 2 * p
 
     def forward(self, bottoms):
-        deconv = _DECONV_FNS[self.num_spatial]
-        weight, bias, groups = self.blobs[0], self._bias(), self.group
+        weight, window = self.blobs[0], self.window
         depthwise = self._depthwise_weight(weight)
         if depthwise is not None:
-            weight, groups = depthwise, self.channels
-        return [
-            deconv(x, weight, bias, self.stride, self.pad, 0, groups, self.dilation)
-            for x in bottoms
-        ]
+            weight, window = depthwise, dataclasses.replace(window, groups=self.channels)
+        positions = bottoms[0].shape[0] * math.prod(bottoms[0].shape[2:])
+        return self._run(bottoms, weight, window, positions)
 
     def _depthwise_weight(self, weight: torch.Tensor) -> torch.Tensor | None:
         """The [C, 1, *k] diagonal of a channel-diagonal weight, else None."""

@@ -1,0 +1,363 @@
+"""Kernel choice: every implementation computes Caffe's sums (against
+explicit loops and finite differences), Caffe's backward decisions hold
+under each, and the choice is cached, overridable and robust to a bad
+cache file. The golden suites themselves run under every policy
+(tests/conftest.py)."""
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import torchcaffe
+from torchcaffe import kernel_choice, kernels
+from torchcaffe.errors import CaffeError
+from torchcaffe.kernels import Window
+
+# (channels in, out, kernel, stride, pad, dilation, group, height, width, bias)
+GEOMETRIES = [
+    (3, 4, (3, 3), 1, 1, 1, 1, 7, 9, True),
+    (4, 6, (3, 2), 2, 0, 1, 2, 9, 8, False),
+    (6, 6, (5, 5), 3, 2, 2, 3, 13, 11, True),
+    (8, 5, (1, 1), 1, 0, 1, 1, 5, 6, True),      # 1x1: the columns are the image
+    (8, 4, (1, 1), 2, 1, 1, 2, 5, 7, False),     # 1x1 with stride and pad
+    (2, 3, (7, 7), 1, 0, 1, 1, 12, 15, True),    # fc6-like
+]
+IDS = [f"k{g[2][0]}x{g[2][1]}-s{g[3]}-p{g[4]}-d{g[5]}-g{g[6]}-{'bias' if g[9] else 'nobias'}"
+       for g in GEOMETRIES]
+
+
+def _window(g) -> Window:
+    _, _, kernel, s, p, d, groups, *_ = g
+    return Window(kernel, (s, s), (p, p), (d, d), groups)
+
+
+def conv_loops(x, w, b, window: Window):
+    """Caffe's convolution as written in its definition: explicit sums."""
+    n, c, h, wd = x.shape
+    o, cg = w.shape[:2]
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = window.kernel, window.stride, window.pad, window.dilation
+    oh, ow = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1, (wd + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    padded = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    padded[:, :, ph:ph + h, pw:pw + wd] = x
+    out = np.zeros((n, o, oh, ow))
+    per_group = o // window.groups
+    for oc in range(o):
+        g = oc // per_group
+        for i in range(kh):
+            for j in range(kw):
+                patch = padded[:, g * cg:(g + 1) * cg, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                               j * dw:j * dw + sw * (ow - 1) + 1:sw]
+                out[:, oc] += np.einsum("nchw,c->nhw", patch, w[oc, :, i, j])
+    return out + (b[None, :, None, None] if b is not None else 0)
+
+
+def deconv_loops(x, w, b, window: Window):
+    """Caffe's deconvolution by definition: each input value scatters its
+    kernel (times the value) onto the output, stride apart, minus the pad."""
+    n, c, h, wd = x.shape
+    og = w.shape[1]
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = window.kernel, window.stride, window.pad, window.dilation
+    full_h, full_w = sh * (h - 1) + dh * (kh - 1) + 1, sw * (wd - 1) + dw * (kw - 1) + 1
+    out = np.zeros((n, og * window.groups, full_h, full_w))
+    per_group = c // window.groups
+    for ic in range(c):
+        g = ic // per_group
+        for i in range(kh):
+            for j in range(kw):
+                out[:, g * og:(g + 1) * og, i * dh:i * dh + sh * (h - 1) + 1:sh,
+                    j * dw:j * dw + sw * (wd - 1) + 1:sw] += \
+                    x[:, ic][:, None] * w[ic, :, i, j][None, :, None, None]
+    out = out[:, :, ph:full_h - ph, pw:full_w - pw]
+    return out + (b[None, :, None, None] if b is not None else 0)
+
+
+def _tensors(g, transposed: bool, dtype=torch.float32):
+    c, o, kernel, *_, groups, h, w, bias = g
+    gen = torch.Generator().manual_seed(sum(kernel) + c)
+    shape = (c, o // groups) + kernel if transposed else (o, c // groups) + kernel
+    return (torch.randn(2, c, h, w, generator=gen, dtype=dtype),
+            torch.randn(shape, generator=gen, dtype=dtype),
+            torch.randn(o, generator=gen, dtype=dtype) if bias else None)
+
+
+@pytest.mark.parametrize("family, reference", [("Convolution", conv_loops),
+                                               ("Deconvolution", deconv_loops)])
+@pytest.mark.parametrize("g", GEOMETRIES, ids=IDS)
+@pytest.mark.parametrize("name", ["direct", "channels_last", "im2col"])
+def test_forward_equals_explicit_sums(family, reference, g, name):
+    x, w, b = _tensors(g, family == "Deconvolution")
+    window = _window(g)
+    got = kernels.FAMILIES[family][name](x, w, b, window)
+    expected = reference(x.double().numpy(), w.double().numpy(),
+                         None if b is None else b.double().numpy(), window)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+# small enough for finite differences: (in, out, kernel, stride, pad, dilation, group, h, w, bias)
+SMALL = [(2, 2, (3, 3), 1, 1, 1, 1, 4, 5, True), (4, 2, (3, 2), 2, 1, 2, 2, 6, 5, False),
+         (2, 4, (1, 1), 1, 0, 1, 2, 3, 4, True)]
+
+
+@pytest.mark.parametrize("family", ["Convolution", "Deconvolution"])
+@pytest.mark.parametrize("g", SMALL, ids=["k3", "k3x2-s2-p1-d2-g2", "k1-g2"])
+def test_im2col_gradients_equal_finite_differences(family, g):
+    x, w, b = (None if t is None else t.requires_grad_()
+               for t in _tensors(g, family == "Deconvolution", torch.float64))
+    fn = kernels.FAMILIES[family]["im2col"]
+    window = _window(g)
+    inputs = (x, w) if b is None else (x, w, b)
+    assert torch.autograd.gradcheck(lambda *t: fn(t[0], t[1], t[2] if len(t) > 2 else None, window),
+                                    inputs, eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["Convolution", "Deconvolution"])
+@pytest.mark.parametrize("name", ["channels_last", "im2col"])
+@pytest.mark.parametrize("g", GEOMETRIES, ids=IDS)
+def test_gradients_equal_torch_operator(family, name, g):
+    """Each kernel's input, weight and bias gradients against oneDNN's."""
+    window = _window(g)
+    results = []
+    for kernel in ("direct", name):
+        x, w, b = (None if t is None else t.requires_grad_()
+                   for t in _tensors(g, family == "Deconvolution"))
+        y = kernels.FAMILIES[family][kernel](x, w, b, window)
+        y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
+        results.append([t.grad for t in (x, w, b) if t is not None])
+    for got, expected in zip(results[1], results[0]):
+        scale = float(expected.abs().max())
+        assert float((got - expected).abs().max()) <= 1e-5 * scale
+
+
+def test_only_the_wanted_gradients_are_computed():
+    """No input gradient where autograd does not ask for one (Caffe's
+    propagate_down false), no weight gradient for a frozen weight."""
+    g = GEOMETRIES[0]
+    x, w, b = _tensors(g, False)
+    w.requires_grad_()
+    y = kernels.conv_im2col(x, w, b, _window(g))
+    assert y.grad_fn.needs_input_grad[:3] == (False, True, False)
+    y.sum().backward()
+    assert x.grad is None and w.grad is not None
+    x, w, _ = _tensors(g, True)
+    x.requires_grad_()
+    kernels.deconv_im2col(x, w, None, _window(g)).sum().backward()
+    assert x.grad is not None and w.grad is None
+
+
+@pytest.mark.parametrize("name", ["linear", "addmm"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_inner_product_kernels(name, bias):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 2, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=gen, dtype=torch.float64, requires_grad=True) if bias else None
+    got = kernels.INNER_PRODUCT[name](x, w, b)
+    expected = np.einsum("abk,ok->abo", x.detach().numpy(), w.detach().numpy())
+    if bias:
+        expected = expected + b.detach().numpy()
+    np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-12)
+    inputs = (x, w) if b is None else (x, w, b)
+    assert torch.autograd.gradcheck(
+        lambda *t: kernels.INNER_PRODUCT[name](t[0], t[1], t[2] if len(t) > 2 else None), inputs)
+
+
+# ---------------------------------------------------------------- through a Net
+
+NET = """
+force_backward: {force}
+layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 2 dim: 3 dim: 9 dim: 11 }} }} }}
+layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 stride: 2 group: 1
+    weight_filler {{ type: "gaussian" std: 0.3 }} bias_filler {{ type: "gaussian" std: 0.1 }} }} }}
+layer {{ name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2" propagate_down: false
+  convolution_param {{ num_output: 4 kernel_size: 1 group: 2 bias_term: false
+    weight_filler {{ type: "gaussian" std: 0.3 }} }} }}
+layer {{ name: "up" type: "Deconvolution" bottom: "conv2" top: "up"
+  param {{ lr_mult: 0 }}
+  convolution_param {{ num_output: 2 kernel_size: 4 stride: 2 dilation: 2 group: 2
+    weight_filler {{ type: "gaussian" std: 0.3 }} }} }}
+layer {{ name: "ip" type: "InnerProduct" bottom: "up" top: "ip"
+  inner_product_param {{ num_output: 3 weight_filler {{ type: "gaussian" std: 0.1 }} }} }}
+layer {{ name: "target" type: "Input" top: "target" input_param {{ shape {{ dim: 2 dim: 3 }} }} }}
+layer {{ name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "target" top: "loss" }}
+"""
+
+
+def _run_net(tmp_path, policy: str, force: bool):
+    path = tmp_path / f"net_{force}.prototxt"
+    path.write_text(NET.format(force=str(force).lower()))
+    torchcaffe.set_random_seed(5)
+    with kernel_choice.policy(policy):
+        net = torchcaffe.Net(str(path), torchcaffe.TRAIN)
+        net.blobs["data"].data[...] = np.linspace(-1, 1, net.blobs["data"].count).reshape(
+            net.blobs["data"].shape)
+        net.blobs["target"].data[...] = [[1, -2, 3], [0.5, 0, -1]]
+        net.forward()
+        net.backward()
+        kernels_run = {h.name: h.impl.kernel_name for h in net._handles
+                       if hasattr(h.impl, "kernel_name")}
+        blobs = {n: (b.data.copy(), b.diff.copy()) for n, b in net.blobs.items()}
+        params = {n: [(p.data.copy(), p.diff.copy()) for p in ps] for n, ps in net.params.items()}
+    return kernels_run, blobs, params
+
+
+@pytest.mark.parametrize("force", [False, True])
+@pytest.mark.parametrize("policy", ["im2col,addmm", "channels_last"])
+def test_net_results_and_backward_decisions_under_each_policy(tmp_path, policy, force):
+    ran_default, blobs_default, params_default = _run_net(tmp_path, "default", force)
+    ran, blobs, params = _run_net(tmp_path, policy, force)
+    assert set(ran_default.values()) == {"direct", "linear"}
+    forced = policy.split(",")
+    types = {"conv1": "Convolution", "conv2": "Convolution", "up": "Deconvolution",
+             "ip": "InnerProduct"}
+    for layer, family in types.items():
+        names = [n for n in forced if n in kernels.FAMILIES[family]]
+        assert ran[layer] == (names[0] if names else ran_default[layer]), layer
+    for name, (data, diff) in blobs_default.items():
+        np.testing.assert_allclose(blobs[name][0], data, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(blobs[name][1], diff, rtol=1e-5, atol=1e-6, err_msg=name)
+    for name, pairs in params_default.items():
+        for (data, diff), (got_data, got_diff) in zip(pairs, params[name]):
+            np.testing.assert_allclose(got_diff, diff, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert params["conv2"][0][1].any() and params["ip"][0][1].any()
+    if not force:
+        # propagate_down false on conv2: nothing reaches conv1; the input
+        # needs no diff; lr_mult 0 on the deconvolution: no weight diff
+        assert not blobs["conv1"][1].any() and not params["conv1"][0][1].any()
+        assert not blobs["data"][1].any()
+        assert not params["up"][0][1].any()
+
+
+# ---------------------------------------------------------------- policy, cache
+
+def test_policy_parsing():
+    p = kernel_choice.parse_policy("auto, fc6=im2col ,fc7=direct")
+    assert p.default == ("auto",) and p.for_layer("fc6") == ("im2col",)
+    assert p.for_layer("conv1") == ("auto",)
+    assert kernel_choice.parse_policy("im2col,addmm").default == ("im2col", "addmm")
+    with pytest.raises(CaffeError, match="TORCHCAFFE_KERNELS: unknown kernel choice 'fast'"):
+        kernel_choice.parse_policy("fc6=fast")
+
+
+def test_environment_sets_the_policy(monkeypatch):
+    monkeypatch.setenv("TORCHCAFFE_KERNELS", "default,conv=im2col")
+    with kernel_choice.policy(None):
+        assert kernel_choice.current_policy().for_layer("conv") == ("im2col",)
+        assert kernel_choice.current_policy().for_layer("other") == ("default",)
+
+
+def _choose(layer="conv", shape=(1, 8, 12, 12)):
+    x = torch.ones(shape)
+    w = torch.ones(16, 8, 3, 3, requires_grad=True)
+    window = Window((3, 3), (1, 1), (1, 1), (1, 1), 1)
+    return kernel_choice.choose(layer, "Convolution", 10**9, x, w, None, window)[0]
+
+
+@pytest.fixture
+def measured(monkeypatch, tmp_path):
+    """Measure every layer, into a fresh cache file; record what was measured."""
+    path = tmp_path / "cache" / "kernels.json"
+    monkeypatch.setenv("TORCHCAFFE_KERNEL_CACHE", str(path))
+    monkeypatch.setattr(kernel_choice, "_cache", kernel_choice._Cache())
+    calls = []
+    real = kernel_choice._measure
+
+    def measure(impls, *args):
+        calls.append(sorted(impls))
+        return real(impls, *args)
+
+    monkeypatch.setattr(kernel_choice, "_measure", measure)
+    with kernel_choice.policy("auto"):
+        yield path, calls
+
+
+def test_choice_is_measured_once_and_survives_a_new_process(measured, monkeypatch):
+    path, calls = measured
+    state = torch.get_rng_state()
+    with torch.enable_grad():
+        first = _choose()
+        assert _choose() == first
+    assert torch.equal(torch.get_rng_state(), state), "measuring must not draw from torch's RNG"
+    assert calls == [["channels_last", "direct", "im2col"]]
+    entries = json.loads(path.read_text())["entries"]
+    (key, entry), = entries.items()
+    assert entry["kernel"] == first
+    assert set(entry["seconds"]) | set(entry["dropped"]) == set(calls[0])
+    assert "x=1x8x12x12" in key and "grad=w" in key and f"threads={torch.get_num_threads()}" in key
+    # a new process: an empty in-memory cache reads the file instead of measuring
+    monkeypatch.setattr(kernel_choice, "_cache", kernel_choice._Cache())
+    with torch.enable_grad():
+        assert _choose() == first
+    with torch.no_grad():  # forward only is another key
+        _choose()
+    assert len(calls) == 2 and len(json.loads(path.read_text())["entries"]) == 2
+
+
+def test_small_layers_are_not_measured(measured):
+    _, calls = measured
+    x, w = torch.ones(1, 2, 4, 4), torch.ones(2, 2, 3, 3)
+    window = Window((3, 3), (1, 1), (1, 1), (1, 1), 1)
+    assert kernel_choice.choose("c", "Convolution", 100, x, w, None, window)[0] == "direct"
+    assert calls == []
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"version": 1, "entries": []}', '[1, 2]',
+                                     '{"version": 99, "entries": {}}'])
+def test_corrupt_cache_is_rebuilt_with_a_warning(measured, caplog, content):
+    path, calls = measured
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with caplog.at_level(logging.WARNING, logger="torchcaffe.kernel_choice"):
+        _choose()
+    assert any("is corrupt" in r.getMessage() and str(path) in r.getMessage()
+               for r in caplog.records)
+    assert len(calls) == 1
+    assert len(json.loads(path.read_text())["entries"]) == 1
+
+
+def test_cached_unknown_kernel_is_measured_again(measured, monkeypatch):
+    path, calls = measured
+    _choose()
+    content = json.loads(path.read_text())
+    for entry in content["entries"].values():
+        entry["kernel"] = "retired_kernel"
+    path.write_text(json.dumps(content))
+    monkeypatch.setattr(kernel_choice, "_cache", kernel_choice._Cache())
+    assert _choose() in ("direct", "channels_last", "im2col")
+    assert len(calls) == 2
+
+
+def test_per_layer_override_beats_the_measurement(measured):
+    _, calls = measured
+    with kernel_choice.policy("auto,conv=channels_last"):
+        assert _choose("conv") == "channels_last"
+        assert _choose("other", (1, 8, 10, 10)) in ("direct", "channels_last", "im2col")
+    assert len(calls) == 1
+
+
+def test_unwritable_cache_still_chooses(monkeypatch, tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("TORCHCAFFE_KERNEL_CACHE", str(blocker / "sub" / "kernels.json"))
+    monkeypatch.setattr(kernel_choice, "_cache", kernel_choice._Cache())
+    with kernel_choice.policy("auto"), caplog.at_level(logging.WARNING):
+        assert _choose() in ("direct", "channels_last", "im2col")
+    assert any("not remembered" in r.getMessage() for r in caplog.records)
+
+
+def test_default_threads_are_shared_among_local_training_processes(monkeypatch):
+    from torchcaffe import threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "available_cores", lambda: 8)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    try:
+        assert threads.use_threads() == 2  # 8 cores // 3 processes
+        monkeypatch.delenv("LOCAL_WORLD_SIZE")
+        assert threads.use_threads() == 8
+        assert threads.use_threads(1) == 1
+    finally:
+        torch.set_num_threads(before)
