@@ -97,8 +97,10 @@ pycaffe-backend-check: $(STAMP)
 fuzz: $(STAMP)
 	$(PYTHON) -m tests.fuzz --cases 10000
 
+# Speed tables; against BVLC Caffe too when given its Python and checkout:
+# make bench CAFFE_PYTHON=<caffe venv>/bin/python CAFFE_ROOT=<BVLC/caffe checkout>
 bench: $(STAMP)
-	$(PYTHON) -m bench
+	$(PYTHON) -m bench $(if $(CAFFE_PYTHON),--caffe-python $(CAFFE_PYTHON)) $(if $(CAFFE_ROOT),--caffe-root $(CAFFE_ROOT))
 
 # On a machine with NVIDIA GPUs (a few minutes): the golden cases on CUDA, the
 # bench's CUDA rows, a 50-iteration staged run, 2-GPU equivalence with 2+ GPUs.
