@@ -28,6 +28,7 @@ import torchcaffe as caffe
 from data_layers import synthetic
 from torchcaffe.errors import CaffeError
 from torchcaffe.solverstate import read_solverstate
+from tiny_seg_net import DROPOUT, tiny_seg_net
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,24 +39,6 @@ def caffe_cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-NET = """
-name: "tiny-seg"
-layer {{ name: "data" type: "Python" top: "data" top: "label"
-  python_param {{ module: "data_layers.voc_layers" layer: "SBDDSegDataLayer"
-    param_str: "{{'sbdd_dir': '{sbdd}', 'seed': 1337, 'split': 'train', 'mean': (104.0, 116.0, 122.0)}}" }} }}
-layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-  param {{ lr_mult: 1 decay_mult: 1 }} param {{ lr_mult: 2 decay_mult: 0 }}
-  convolution_param {{ num_output: 4 kernel_size: 3 pad: 1
-    weight_filler {{ type: "gaussian" std: 0.1 }} bias_filler {{ type: "constant" value: 0.1 }} }} }}
-layer {{ name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }}
-{extra}
-layer {{ name: "score" type: "Convolution" bottom: "conv1" top: "score"
-  convolution_param {{ num_output: 21 kernel_size: 1 weight_filler {{ type: "gaussian" std: 0.1 }} }} }}
-layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
-  loss_param {{ ignore_label: 255 normalize: {normalize} }} }}
-"""
-DROPOUT = ('layer { name: "drop1" type: "Dropout" bottom: "conv1" top: "conv1" '
-           'dropout_param { dropout_ratio: 0.5 } }')
 # rank 1 kills itself (SIGKILL) in the forward of its 5th batch (iteration 4)
 KILLER = ('layer { name: "killer" type: "Python" bottom: "conv1" top: "probe" '
           'python_param { module: "dist_killer" layer: "KillAt" param_str: "5" } }')
@@ -108,7 +91,7 @@ def write_solver(folder: Path, name: str, sbdd: Path, *, extra="", normalize="fa
                  prefix="snap/train") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     net = folder / f"{name}.net.prototxt"
-    net.write_text(NET.format(sbdd=sbdd, extra=extra, normalize=normalize))
+    net.write_text(tiny_seg_net(sbdd, std=0.1, extra=extra, normalize=normalize == "true"))
     (folder / Path(prefix).parent).mkdir(parents=True, exist_ok=True)
     solver = folder / f"{name}.solver.prototxt"
     solver.write_text(SOLVER.format(net=net, lr=lr, momentum=momentum, iter_size=iter_size,

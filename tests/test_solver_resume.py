@@ -12,23 +12,8 @@ import torchcaffe.solverstate
 from data_layers import synthetic
 from torchcaffe.errors import CaffeError
 from torchcaffe.solver import SGDSolver
+from tiny_seg_net import DROPOUT, tiny_seg_net
 
-NET = """
-name: "tiny-seg"
-layer {{ name: "data" type: "Python" top: "data" top: "label"
-  python_param {{ module: "data_layers.voc_layers" layer: "SBDDSegDataLayer"
-    param_str: "{{'sbdd_dir': '{sbdd}', 'seed': 1337, 'split': 'train', 'mean': (104.0, 116.0, 122.0)}}" }} }}
-layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-  param {{ lr_mult: 1 decay_mult: 1 }} param {{ lr_mult: 2 decay_mult: 0 }}
-  convolution_param {{ num_output: 4 kernel_size: 3 pad: 1
-    weight_filler {{ type: "gaussian" std: 0.01 }} bias_filler {{ type: "constant" value: 0.1 }} }} }}
-layer {{ name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }}
-layer {{ name: "drop1" type: "Dropout" bottom: "conv1" top: "conv1" dropout_param {{ dropout_ratio: 0.5 }} }}
-layer {{ name: "score" type: "Convolution" bottom: "conv1" top: "score"
-  convolution_param {{ num_output: 21 kernel_size: 1 weight_filler {{ type: "gaussian" std: 0.01 }} }} }}
-layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
-  loss_param {{ ignore_label: 255 normalize: false }} }}
-"""
 
 SOLVER = """
 train_net: "{net}"
@@ -53,7 +38,7 @@ def dataset(tmp_path_factory):
 
 def make_solver(tmp_path, dataset, snapshot=3):
     net = tmp_path / "net.prototxt"
-    net.write_text(NET.format(sbdd=dataset / "sbdd" / "dataset"))
+    net.write_text(tiny_seg_net(dataset / "sbdd" / "dataset", extra=DROPOUT))
     (tmp_path / "snap").mkdir(exist_ok=True)
     solver_file = tmp_path / "solver.prototxt"
     solver_file.write_text(SOLVER.format(net=net, snapshot=snapshot,
@@ -147,7 +132,7 @@ def test_failed_snapshot_leaves_previous_intact_and_no_partial_files(
 
 def test_snapshot_folder_must_exist(tmp_path, dataset):
     net = tmp_path / "net.prototxt"
-    net.write_text(NET.format(sbdd=dataset / "sbdd" / "dataset"))
+    net.write_text(tiny_seg_net(dataset / "sbdd" / "dataset", extra=DROPOUT))
     solver_file = tmp_path / "solver.prototxt"
     solver_file.write_text(SOLVER.format(net=net, snapshot=2,
                                          prefix=tmp_path / "missing" / "train"))
