@@ -134,7 +134,7 @@ def test_same_seed_same_results(quick_runs):
     assert first == second
 
 
-def test_console_shows_warnings_not_info(tmp_path, capsys, monkeypatch):
+def test_relative_out_prints_the_table_and_caffe_log_lines(tmp_path, capsys, monkeypatch):
     # a relative --out, as `make demo` gives it: the stages run inside their
     # model folders, so every path must survive the change of directory
     monkeypatch.chdir(tmp_path)
@@ -145,7 +145,10 @@ def test_console_shows_warnings_not_info(tmp_path, capsys, monkeypatch):
         torch.set_num_threads(threads)
     captured = capsys.readouterr()
     assert "| FCN-8s |" in captured.out
-    assert "INFO" not in captured.err
+    # the console gets Caffe's glog lines (I<mmdd> <time> <pid> <file>:<line>] ...)
+    assert re.search(r"^I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ solver\.py:\d+\] Iteration 0 ",
+                     captured.err, re.M)
+    assert "INFO" not in captured.err  # not Python logging's default format
     assert "Iteration" in (tmp_path / "out" / "run" / "train.log").read_text()
 
 
