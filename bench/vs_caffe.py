@@ -58,6 +58,9 @@ def _deploy_name(size) -> str:
     return f"deploy_{size[0]}x{size[1]}"
 
 
+_DEPLOY_SIZE_OF = {_deploy_name(size): size for size in DEPLOY_SIZES}
+
+
 def write_nets(folder: Path) -> None:
     """train.prototxt (Input data and label), solver.prototxt and one deploy
     prototxt per size, as our NetSpec writes them."""
@@ -85,17 +88,20 @@ def _inputs(size, seed: int = 1):
 
 
 class Ours:
-    """torchcaffe: an SGDSolver on train.prototxt and a Net per deploy size."""
+    """torchcaffe: an SGDSolver on train.prototxt and (unless `deploy` is
+    False, as for the memory rows: the plain module has no second copy of
+    the weights) a Net per deploy size."""
 
     name = "torchcaffe"
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, deploy: bool = True):
         import torchcaffe as caffe
 
         caffe.set_mode_cpu()
         self.solver = caffe.SGDSolver(str(folder / "solver.prototxt"))
+        sizes = DEPLOY_SIZES if deploy else ()
         self.nets = {_deploy_name(s): caffe.Net(str(folder / f"{_deploy_name(s)}.prototxt"),
-                                                caffe.TEST) for s in DEPLOY_SIZES}
+                                                caffe.TEST) for s in sizes}
         weights = _weights()
         for net in [self.solver.net, *self.nets.values()]:
             for name, values in weights.items():
@@ -104,8 +110,8 @@ class Ours:
         data, label = _inputs(TRAIN_SIZE)
         self.solver.net.blobs["data"].data[...] = data
         self.solver.net.blobs["label"].data[...] = label
-        for size in DEPLOY_SIZES:
-            self.nets[_deploy_name(size)].blobs["data"].data[...] = _inputs(size)[0]
+        for name, net in self.nets.items():
+            net.blobs["data"].data[...] = _inputs(_DEPLOY_SIZE_OF[name])[0]
 
     def step(self) -> None:
         self.solver.step(1)
@@ -239,7 +245,8 @@ def _peak_child(which: str, folder: str, policy: str | None, threads: int, queue
     if policy is not None:
         os.environ["TORCHCAFFE_KERNELS"] = policy
     torch.set_num_threads(threads)
-    variant = (Ours if which == "ours" else Plain)(Path(folder))
+    # a training step only: ours without its deploy nets
+    variant = Ours(Path(folder), deploy=False) if which == "ours" else Plain(Path(folder))
     variant.step()
     queue.put(_peak_rss_mib())
 
