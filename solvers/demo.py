@@ -31,9 +31,6 @@ same command gives the same results.json on one machine.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.metadata
-import importlib.util
 import logging
 import shutil
 import sys
@@ -249,15 +246,6 @@ def overlay_figure(data_dir: Path, ids: Sequence[str], predictions: Sequence[Pat
 
 # ---------------------------------------------------------------- the demo
 
-def _voc_layers_importable() -> None:
-    """The reference nets name module `voc_layers`; an uninstalled checkout
-    has no entry point for it, so alias our module under that name."""
-    installed = importlib.metadata.entry_points(group="torchcaffe.python_layers",
-                                                name="voc_layers")
-    if not installed and importlib.util.find_spec("voc_layers") is None:
-        sys.modules["voc_layers"] = importlib.import_module("data_layers.voc_layers")
-
-
 @dataclass(frozen=True)
 class DemoInputs:
     """What the staged training starts from: the scenes and the base net."""
@@ -297,7 +285,6 @@ def run_demo(out: Path, config: DemoConfig, seed: int = 0) -> dict:
     if (out / "run").exists():  # its metrics.jsonl would grow across runs
         log.warning("replacing the previous run in %s", out / "run")
         shutil.rmtree(out / "run")
-    _voc_layers_importable()
     inputs = prepare_inputs(out, config, seed)
     data, splits, described = inputs.data, inputs.splits, inputs.described
     caffe.set_random_seed(seed)  # dropout masks of the training

@@ -9,7 +9,7 @@ import pytest
 
 from data_layers import synthetic
 from solvers import solve
-from test_staged import WIDTH, python_layers, random_base, weights  # noqa: F401 (fixture)
+from test_staged import WIDTH, random_base, weights  # noqa: F401 (fixture)
 from torchcaffe.caffemodel import write_caffemodel
 from torchcaffe.net import TEST, Net
 from torchcaffe.prototxt import read_net_prototxt
@@ -42,7 +42,7 @@ def run(model, base, data, out, width, *extra):
                        "--test-images", "2", *extra])
 
 
-def test_fcn_googlenet_trains_from_the_classifier(tmp_path, data, python_layers):  # noqa: F811
+def test_fcn_googlenet_trains_from_the_classifier(tmp_path, data):
     base, blobs = random_googlenet(tmp_path, 0.0625)
     out = tmp_path / "run"
     assert run("voc-fcn-googlenet", base, data, out, 0.0625) == 0
@@ -57,7 +57,7 @@ def test_fcn_googlenet_trains_from_the_classifier(tmp_path, data, python_layers)
     assert np.abs(final["score_fr"][0]).max() > 0  # zero-initialised, then learned
 
 
-def test_fcn32s_fixed_learns_only_the_score_layer(tmp_path, data, python_layers):  # noqa: F811
+def test_fcn32s_fixed_learns_only_the_score_layer(tmp_path, data):
     base = random_base(tmp_path)
     out = tmp_path / "run"
     assert run("voc-fcn32s-fixed", base, data, out, WIDTH, "--lr-scale", "1e6") == 0

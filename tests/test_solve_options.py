@@ -7,7 +7,7 @@ from data_layers import synthetic
 from solvers import solve
 from solvers.run_dir import read_metrics
 from torchcaffe.errors import CaffeError
-from test_staged import WIDTH, python_layers, random_base  # noqa: F401 (fixture)
+from test_staged import WIDTH, random_base
 
 CHAIN = ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s"]
 
@@ -45,7 +45,7 @@ def test_count_mismatch_stops_before_training(tmp_path, capsys):
     assert not out.exists()  # no model folder was written
 
 
-def test_per_stage_counts_reach_each_stage(tmp_path, python_layers):  # noqa: F811
+def test_per_stage_counts_reach_each_stage(tmp_path):
     data = tmp_path / "data"
     synthetic.generate(data, seed=2, train=4, val=1, height=40, width=48)
     out = tmp_path / "run"

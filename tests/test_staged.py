@@ -2,7 +2,6 @@
 narrow nets: each stage starts from the last one's final weights and runs
 at a learning rate exactly 100x lower."""
 import json
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +15,6 @@ from torchcaffe.net import TEST, Net
 from torchcaffe.prototxt import read_net_prototxt
 
 WIDTH = 1 / 32
-DATA_LAYERS = Path(__file__).resolve().parents[1] / "data_layers"
-
-
-@pytest.fixture
-def python_layers(monkeypatch):
-    # the reference prototxts name module "voc_layers"; without an installed
-    # entry point it must be importable under that name
-    if "voc_layers" not in {ep.name for ep in entry_points(group="torchcaffe.python_layers")}:
-        monkeypatch.syspath_prepend(str(DATA_LAYERS))
 
 
 def random_base(tmp_path) -> Path:
@@ -46,7 +36,7 @@ def weights(path) -> dict[str, list[np.ndarray]]:
     return {layer.name: layer.blobs for layer in read_caffemodel(path)}
 
 
-def test_voc_32s_16s_8s(tmp_path, python_layers, monkeypatch):
+def test_voc_32s_16s_8s(tmp_path, monkeypatch):
     data = tmp_path / "data"
     synthetic.generate(data, seed=1, train=5, val=2, height=40, width=48)
     base = random_base(tmp_path)

@@ -1,10 +1,11 @@
 """The host of `type: "Python"` layers (pycaffe's PythonLayer).
 
 `python_param { module layer param_str }` names a module and a class with
-pycaffe's `caffe.Layer` interface. The module is imported by name; if no such
-module is importable, the name is looked up in the entry-point group
-`torchcaffe.python_layers` (the reference prototxts say `module: "voc_layers"`,
-which the project registers as `data_layers.voc_layers`).
+pycaffe's `caffe.Layer` interface. The module is imported by name, as Caffe
+does (the project installs the names the reference prototxts use,
+`voc_layers` etc., as top-level modules); if no such module is importable,
+the name is looked up in the entry-point group `torchcaffe.python_layers`,
+where other packages may register layer modules under names of their own.
 
 The instance gets `param_str` and `phase`, then `setup` / `reshape` /
 `forward` with lists of Blob, as in Caffe (reshape runs before every
