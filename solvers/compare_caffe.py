@@ -355,7 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--iters {args.iters}: give three counts, e.g. 100,300,200")
     if len(iters) != 3 or min(iters) < 1 or args.pretrain_iters < 1:
         parser.error("--iters takes three positive counts (32s,16s,8s); --pretrain-iters >= 1")
-    missing = pycaffe_missing(args.caffe_pythonpath)
+    given = args.caffe_pythonpath
+    if given is not None and not (given / "caffe" / "__init__.py").is_file():
+        # a path the user named is not "no pycaffe here": say what is wrong with it
+        parser.exit(1, f"compare-caffe: error: {given}: not BVLC Caffe's python/ folder "
+                       "(no caffe/__init__.py in it)\n")
+    missing = pycaffe_missing(given)
     if missing is not None:
         print(f"compare-caffe: skipped, no BVLC pycaffe importable ({missing}); give "
               f"--caffe-pythonpath <caffe>/python or set {PYTHONPATH_ENV}")

@@ -25,13 +25,25 @@ def test_without_a_pycaffe_it_skips_with_one_line(tmp_path):
     if subprocess.run([sys.executable, "-c", "import caffe"], env=env, cwd=tmp_path,
                       capture_output=True).returncode == 0:
         pytest.skip("a pycaffe is importable as `caffe` here")
-    done = subprocess.run([sys.executable, "-m", "solvers.compare_caffe", "--caffe-pythonpath",
-                           str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")],
+    done = subprocess.run([sys.executable, "-m", "solvers.compare_caffe",
+                           "--out", str(tmp_path / "out")],
                           env=env, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("compare-caffe: skipped, no BVLC pycaffe")
     assert "--caffe-pythonpath <caffe>/python" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_named_folder_without_pycaffe_is_an_error_naming_it(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    nowhere = tmp_path / "nowhere"
+    done = subprocess.run([sys.executable, "-m", "solvers.compare_caffe", "--caffe-pythonpath",
+                           str(nowhere), "--out", str(tmp_path / "out")],
+                          env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"compare-caffe: error: {nowhere}: not BVLC Caffe's python/ "
+                                   "folder (no caffe/__init__.py in it)")
     assert not (tmp_path / "out").exists()
 
 
