@@ -50,7 +50,8 @@ CLASS_LABELS = tuple(sorted(kind.label for kind in KINDS))
 #: the scored classes in label order: background first
 CLASS_NAMES = tuple(VOC_CLASSES[k] for k in (0, *CLASS_LABELS))
 MARGIN = 3  # free pixels kept between objects, so void rings never touch another
-ZOOM = (1.0, 1.5)  # silhouettes are drawn at this random magnification
+SCALE = (1.6, 2.4)  # bodies are drawn at this random magnification
+COUNT = (2, 5)  # objects per scene: at least the first, fewer than the second
 
 
 class _Canvas:
@@ -76,11 +77,17 @@ class _Canvas:
         self.mask |= distance2 <= (thickness / 2) ** 2
 
 
-def _silhouette(name: str, rng: np.random.RandomState) -> np.ndarray:
-    """The mask of one object of class `name`, in its own bounding canvas."""
+def _silhouette(name: str, rng: np.random.RandomState, scale: float) -> np.ndarray:
+    """The mask of one object of class `name`, in its own bounding canvas.
+
+    `scale` magnifies the body; the thin parts (legs, tail, arms, neck,
+    wings) keep their width of a few pixels and grow only in length."""
+    def size(low, high):  # a body dimension drawn in [low, high) and magnified
+        return max(1, int(round(rng.randint(low, high) * scale)))
+
     if name == "dog":
-        ry, rx = rng.randint(10, 15), rng.randint(17, 26)
-        legs = rng.randint(10, 16)
+        ry, rx = size(10, 15), size(17, 26)
+        legs = size(10, 16)
         c = _Canvas(2 * ry + legs + 4, 2 * rx + 12)
         c.ellipse(ry + 2, rx + 6, ry, rx)
         for x in np.linspace(rx + 6 - 0.7 * rx, rx + 6 + 0.7 * rx, 4):
@@ -88,8 +95,8 @@ def _silhouette(name: str, rng: np.random.RandomState) -> np.ndarray:
         c.stroke(ry, 2 * rx + 5, 2, 2 * rx + 11, 3)  # tail
         return c.mask
     if name == "person":
-        torso_h, torso_w, leg = rng.randint(22, 32), rng.randint(12, 17), rng.randint(14, 22)
-        head = rng.randint(6, 9)
+        torso_h, torso_w, leg = size(22, 32), size(12, 17), size(14, 22)
+        head = size(6, 9)
         width = torso_w + 16
         c = _Canvas(2 * head + torso_h + leg + 2, width)
         mid = width / 2
@@ -102,22 +109,22 @@ def _silhouette(name: str, rng: np.random.RandomState) -> np.ndarray:
         c.box(top + torso_h, mid + torso_w / 2 - 5, leg, 5)
         return c.mask
     if name == "car":
-        h, w = rng.randint(16, 24), rng.randint(40, 58)
-        cab_h, cab_w = rng.randint(9, 14), w // 2
+        h, w = size(16, 24), size(40, 58)
+        cab_h, cab_w = size(9, 14), w // 2
         c = _Canvas(h + cab_h, w)
         c.box(cab_h, 0, h, w)
         c.box(0, rng.randint(2, w - cab_w - 1), cab_h, cab_w)
         return c.mask
     if name == "bottle":
-        body_h, body_w = rng.randint(28, 44), rng.randint(10, 15)
-        neck_h, neck_w = rng.randint(10, 16), rng.randint(4, 7)
+        body_h, body_w = size(28, 44), size(10, 15)
+        neck_h, neck_w = size(10, 16), rng.randint(4, 7)
         c = _Canvas(body_h + neck_h, body_w)
         c.box(neck_h, 0, body_h, body_w)
         c.box(0, (body_w - neck_w) // 2, neck_h, neck_w)
         return c.mask
     # bird: a small body with two wings raised in a V
-    r = rng.randint(7, 11)
-    span = rng.randint(10, 16)
+    r = size(7, 11)
+    span = size(10, 16)
     c = _Canvas(2 * r + span, 2 * span + 2 * r)
     cy, cx = span + r, span + r
     c.ellipse(cy, cx, r, r * 1.4)
@@ -161,7 +168,11 @@ def _place(kinds, rng, height, width, tries: int = 30):
     placed = []
     shapes = []
     for kind in kinds:
-        shape = ndimage.zoom(_silhouette(kind.name, rng), rng.uniform(*ZOOM), order=0)
+        scale = rng.uniform(*SCALE)
+        shape = _silhouette(kind.name, rng, scale)
+        while (shape.shape[0] > height or shape.shape[1] > width) and scale > 0.5:
+            scale *= 0.75  # too large for a small scene: drawn smaller
+            shape = _silhouette(kind.name, rng, scale)
         shapes.append((kind, shape[:, ::-1] if rng.rand() < 0.5 else shape))
     # the largest first: small ones still find room between them
     for kind, shape in sorted(shapes, key=lambda item: -item[1].size):
@@ -192,7 +203,7 @@ def _paint(rng, height, width, placed) -> tuple[np.ndarray, np.ndarray]:
 def render_scene(rng: np.random.RandomState, height: int, width: int):
     """One scene of three to six objects of any classes: (RGB uint8, labels, labels
     with VOC's void rings)."""
-    kinds = [KINDS[i] for i in rng.randint(len(KINDS), size=rng.randint(3, 7))]
+    kinds = [KINDS[i] for i in rng.randint(len(KINDS), size=rng.randint(*COUNT))]
     placed = _place(kinds, rng, height, width)
     image, label = _paint(rng, height, width, placed)
     return image, label, with_void_rings(label, [mask for _, mask in placed])

@@ -8,8 +8,7 @@ pycaffe and once on torchcaffe, each in a fresh process (`FCN_CAFFE`
 selects the runtime). The nets have no Dropout layers, since each runtime
 draws its masks from its own generator; nothing else in the run is random
 (the data layers' order comes from their own seeded generator, the score
-layers start from zero). The base net is prepared once, on torchcaffe (its
-pretraining draws seeded fillers), and the same caffemodel goes to both.
+layers start from zero). Both start from the demo's shipped base net.
 
 The recipe (momentum 0.99, a loss summed over pixels) amplifies any
 rounding difference from one iteration to the next, so float tolerance is
@@ -51,16 +50,14 @@ RUNS = {"torchcaffe": ("torchcaffe", "base", "torchcaffe"),
         "nudged": ("torchcaffe", "nudged_base", "torchcaffe, base 1 ulp off")}
 PYTHONPATH_ENV = "FCN_PYCAFFE_PYTHONPATH"
 ITERS = (100, 300, 200)  # 32s / 16s / 8s: a few hundred, where the demo runs 100 / 500 / 300
-PRETRAIN_ITERS = 200
 METRICS = (("overall_acc", "pixel acc."), ("mean_acc", "mean acc."), ("mean_iu", "mean IU"),
            ("fwavacc", "f.w. IU"), ("boundary_mean_iu", "boundary IU"))
 
 
-def reduced_config(iters=ITERS, pretrain_iters: int = PRETRAIN_ITERS):
+def reduced_config(iters=ITERS):
     from solvers.demo import DEFAULT
 
-    return replace(DEFAULT, iters=tuple(iters), pretrain_iters=pretrain_iters,
-                   test_interval=min(DEFAULT.test_interval, *iters))
+    return replace(DEFAULT, iters=tuple(iters), test_interval=min(DEFAULT.test_interval, *iters))
 
 
 def child_env(backend: str, caffe_pythonpath: Path | None) -> dict:
@@ -99,7 +96,7 @@ def train_once(prepared: Path, out: Path, seed: int, base_key: str = "base") -> 
 
     torch.set_num_threads(1)
     inputs = json.loads((prepared / "inputs.json").read_text())
-    config = reduced_config(inputs["iters"], inputs["pretrain_iters"])
+    config = reduced_config(inputs["iters"])
     caffe.set_random_seed(seed)
     data = Path(inputs["data"])
     results = run_chain(CHAIN[-1], out / "run", weights=Path(inputs[base_key]), data_dir=data,
@@ -118,8 +115,7 @@ def prepare(out: Path, config, seed: int) -> Path:
     nudged = nudge(inputs.base, out / "base-nudged.caffemodel")
     write_json(out / "inputs.json", {"data": str(inputs.data), "val": inputs.splits["val"],
                                      "base": str(inputs.base), "nudged_base": str(nudged),
-                                     "iters": list(config.iters),
-                                     "pretrain_iters": config.pretrain_iters})
+                                     "iters": list(config.iters)})
     return out
 
 
@@ -296,9 +292,8 @@ def write_report(out: Path, result: dict, config, seconds: dict[str, float],
     text = "\n".join([
         f"Reduced demo without Dropout: {' / '.join(map(str, config.iters))} iterations "
         f"(32s / 16s / 8s), {config.train} training and {config.val} held-out scenes of "
-        f"{config.height} x {config.width}, width {config.net_width:g}; one base net "
-        f"(pretrained {config.pretrain_iters} iterations on torchcaffe) for BVLC Caffe and "
-        f"torchcaffe, and the same base net moved by one float32 ulp for a second torchcaffe "
+        f"{config.height} x {config.width}, width {config.net_width:g}; the demo's base net "
+        f"for BVLC Caffe and torchcaffe, and the same base net moved by one float32 ulp for a second torchcaffe "
         f"run. Wall time, one thread each: {times}.", "",
         comparison_table(result), "", summary(result), "",
         f"Learning curves of the runs: {out / 'curves.png'}"])
@@ -337,8 +332,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iters", default=",".join(map(str, ITERS)),
                         help="iterations of 32s,16s,8s (default %(default)s)")
-    parser.add_argument("--pretrain-iters", type=int, default=PRETRAIN_ITERS,
-                        help="the base net's pretraining iterations (default %(default)s)")
     parser.add_argument("--train-once", type=Path, metavar="PREPARED", help=argparse.SUPPRESS)
     parser.add_argument("--base-key", default="base", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -353,8 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         iters = [int(n) for n in args.iters.split(",")]
     except ValueError:
         parser.error(f"--iters {args.iters}: give three counts, e.g. 100,300,200")
-    if len(iters) != 3 or min(iters) < 1 or args.pretrain_iters < 1:
-        parser.error("--iters takes three positive counts (32s,16s,8s); --pretrain-iters >= 1")
+    if len(iters) != 3 or min(iters) < 1:
+        parser.error("--iters takes three positive counts (32s,16s,8s)")
     given = args.caffe_pythonpath
     if given is not None and not (given / "caffe" / "__init__.py").is_file():
         # a path the user named is not "no pycaffe here": say what is wrong with it
@@ -365,10 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"compare-caffe: skipped, no BVLC pycaffe importable ({missing}); give "
               f"--caffe-pythonpath <caffe>/python or set {PYTHONPATH_ENV}")
         return 0
-    config = reduced_config(iters, args.pretrain_iters)
-    import torch
-
-    torch.set_num_threads(1)  # the base net's pretraining: as the demo, one thread
+    config = reduced_config(iters)
     try:
         print(run_comparison(args.out, args.caffe_pythonpath, config, args.seed))
     except RuntimeError as exc:

@@ -7,11 +7,11 @@
    texture, each with parts a few pixels wide) under `<out>/data`; the
    held-out scenes are the seg11valid split, drawn from the same seed after
    the training scenes and never used for any choice.
-2. Base net (`solvers.demo_base`): the narrow VGG16 classifier with seeded
-   MSRA weights, cast to the fully convolutional form as prepare-base does,
-   pretrained from scratch on separate scenes (`<out>/data-pretrain`,
-   another seed) and scaled to ILSVRC VGG16's profile of feature
-   magnitudes; conv1_1 .. fc7 are kept (`<out>/base/vgg16-fcn.caffemodel`).
+2. Base net: the shipped stand-in for ILSVRC VGG16 (`solvers/pretrained/`,
+   made by `python -m solvers.demo_base`: the narrow VGG16 classifier with
+   seeded MSRA weights, cast to the fully convolutional form as prepare-base
+   does, pretrained from scratch on separate scenes of another seed and
+   scaled to ILSVRC VGG16's profile of feature magnitudes; conv1_1 .. fc7).
 3. Staged fine-tuning 32s -> 16s -> 8s with the reference nets (narrowed by
    a width multiplier) and the reference solvers (unnormalized pixel-sum
    loss, momentum 0.99, weight decay 5e-4, score layers from zero, fixed
@@ -48,7 +48,7 @@ from data_layers.files import save_image
 from data_layers.palette import VOC_CLASSES
 from solvers.boundary import band_hist
 from solvers.curves import plot_curves
-from solvers.demo_base import base_description, cast_base, pretrain_base, seeded_classifier
+from solvers import demo_base
 from solvers.overlays import GAP, legend_strip, overlay, overlay_sheet, void_as_background
 from solvers.score import scores_from_hist, write_json
 from solvers.solve import StageOptions, parse_iters, run_chain, stage_iters
@@ -75,8 +75,6 @@ class DemoConfig:
     iters: int | tuple[int, ...]  # iterations of every stage, or 32s / 16s / 8s
     test_interval: int  # seg tests every N iterations (and at each stage's end)
     lr_scale: float     # every stage's reference base_lr times this
-    pretrain: int       # scenes of the separate pretraining set
-    pretrain_iters: int
 
 
 # The reference rates (1e-10 / 1e-12 / 1e-14) fit a sum of per-pixel losses
@@ -84,12 +82,10 @@ class DemoConfig:
 # stage; LR_SCALE multiplies all three alike, so the stages keep the
 # reference's exact 1/100 steps.
 LR_SCALE = 1e2
-PRETRAIN_SEED = 10**6  # added to --seed: the pretraining scenes are not the demo's
-DEFAULT = DemoConfig(train=40, val=8, height=128, width=128, net_width=1 / 16,
-                     iters=(100, 500, 300), test_interval=100, lr_scale=LR_SCALE,
-                     pretrain=40, pretrain_iters=400)
-QUICK = DemoConfig(train=4, val=2, height=96, width=96, net_width=1 / 32, iters=4,
-                   test_interval=2, lr_scale=LR_SCALE, pretrain=4, pretrain_iters=4)
+DEFAULT = DemoConfig(train=40, val=12, height=160, width=160, net_width=1 / 16,
+                     iters=(300, 500, 300), test_interval=100, lr_scale=LR_SCALE)
+QUICK = DemoConfig(train=4, val=2, height=96, width=96, net_width=1 / 16, iters=4,
+                   test_interval=2, lr_scale=LR_SCALE)
 
 
 # ---------------------------------------------------------------- results
@@ -255,21 +251,19 @@ class DemoInputs:
     described: str              # the base net in words, for results.md
 
 
-def prepare_inputs(out: Path, config: DemoConfig, seed: int = 0) -> DemoInputs:
-    """The demo's scenes (`out`/data) and its base net (`out`/base)."""
+def prepare_inputs(out: Path, config: DemoConfig, seed: int = 0,
+                   base: Path = demo_base.SHIPPED) -> DemoInputs:
+    """The demo's scenes (`out`/data) and its base net, checked against its
+    record."""
     data = out / "data"
     splits = demo_scenes.generate(data, seed=seed, train=config.train, val=config.val,
                                   height=config.height, width=config.width)
-    pretrain_data = out / "data-pretrain"
-    demo_scenes.generate(pretrain_data, seed=seed + PRETRAIN_SEED, train=config.pretrain, val=1,
-                         height=config.height, width=config.width)
-    classifier = seeded_classifier(out / "base", config.net_width, seed)
-    deploy, cast = cast_base(out / "base", config.net_width, classifier)
-    base = pretrain_base(out / "base", deploy, cast, pretrain_data, config.net_width,
-                         config.pretrain_iters, seed)
-    described = base_description(config.net_width, seed, config.pretrain, seed + PRETRAIN_SEED,
-                                 config.pretrain_iters)
-    return DemoInputs(data, splits, base, described)
+    weights, record = demo_base.shipped_base(base)
+    made_width = record["recipe"]["width"]
+    if made_width != config.net_width:
+        raise CaffeError(f"{weights}: a base net of width {made_width:g}, the demo's nets "
+                         f"have width {config.net_width:g}")
+    return DemoInputs(data, splits, weights, demo_base.describe(record))
 
 
 def stage_options(config: DemoConfig, **overrides) -> StageOptions:
@@ -279,13 +273,14 @@ def stage_options(config: DemoConfig, **overrides) -> StageOptions:
                         lr_scale=config.lr_scale, **overrides)
 
 
-def run_demo(out: Path, config: DemoConfig, seed: int = 0) -> dict:
+def run_demo(out: Path, config: DemoConfig, seed: int = 0,
+             base: Path = demo_base.SHIPPED) -> dict:
     out = Path(out).resolve()  # stages run inside their model folders
     out.mkdir(parents=True, exist_ok=True)
     if (out / "run").exists():  # its metrics.jsonl would grow across runs
         log.warning("replacing the previous run in %s", out / "run")
         shutil.rmtree(out / "run")
-    inputs = prepare_inputs(out, config, seed)
+    inputs = prepare_inputs(out, config, seed, base)
     data, splits, described = inputs.data, inputs.splits, inputs.described
     caffe.set_random_seed(seed)  # dropout masks of the training
     results = run_chain(CHAIN[-1], out / "run", weights=inputs.base, data_dir=data,
@@ -310,8 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iters", help="iterations of every stage, or per stage as "
                                         "32s,16s,8s (e.g. 1800,900,300) (override)")
     parser.add_argument("--lr-scale", type=float, help=f"override the rate scale ({LR_SCALE:g})")
-    parser.add_argument("--pretrain-iters", type=int,
-                        help="override the base net's pretraining iterations")
+    parser.add_argument("--base", type=Path, default=demo_base.SHIPPED,
+                        help="the base net's caffemodel, with its JSON record beside it (made "
+                             "by python -m solvers.demo_base; default the shipped one)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: reproducible, and fastest on a "
                              "busy machine)")
@@ -332,15 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          test_interval=min(config.test_interval, *iters))
     if args.lr_scale is not None:
         config = replace(config, lr_scale=args.lr_scale)
-    if args.pretrain_iters is not None:
-        if args.pretrain_iters < 1:
-            parser.error("--pretrain-iters must be at least 1")
-        config = replace(config, pretrain_iters=args.pretrain_iters)
     import torch
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:
-        outcome = run_demo(args.out, config, args.seed)
+        outcome = run_demo(args.out, config, args.seed, args.base)
     except CaffeError as exc:
         parser.exit(1, f"demo: error: {exc}\n")
     finally:

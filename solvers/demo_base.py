@@ -1,10 +1,16 @@
-"""The demo's base net: the stand-in for ILSVRC VGG16, made in seconds.
+"""The demo's base net: the stand-in for ILSVRC VGG16, shipped with the repo.
 
-No ILSVRC weights exist offline, so the demo builds the narrow VGG16
-classifier with seeded MSRA weights, casts it to the fully convolutional
-form as `python -m weights prepare-base vgg16` does (`surgery.transplant`),
-pretrains it from scratch on separate synthetic scenes as an FCN-8s with a
-normalized loss and Adam, and keeps conv1_1 .. fc7.
+No ILSVRC weights exist offline, so `python -m solvers.demo_base` makes the
+demo's base net as the paper's is made, in miniature and on synthetic data:
+the narrow VGG16 classifier with seeded MSRA weights is cast to the fully
+convolutional form as `python -m weights prepare-base vgg16` does
+(`surgery.transplant`), then pretrained from scratch on separate synthetic
+scenes (its own seed; the demo's scenes are never seen) as a dense window
+classifier, i.e. an FCN-32s, with a normalized loss and Adam; conv1_1 .. fc7
+are kept. It takes several minutes, so the result is shipped
+(`solvers/pretrained/`, with a JSON record of its recipe and sha1) and the
+demo starts from it, as the FCN release starts from downloaded VGG16
+weights.
 
 One property of the real base net matters to the staged recipe and does not
 come out of a short pretraining: ILSVRC VGG16's pool3 / pool4 activations
@@ -17,13 +23,18 @@ the base net such a profile without changing what it computes: a ReLU
 layer's weights times `a` and its bias times the running product scale
 every later activation by that product, and max pooling commutes with
 positive scales, so every feature map is the same up to one positive factor
-(targets: FEATURE_RMS, measured on the pretraining scenes). The targets sit
-below the sizes at which the unnormalized loss with momentum 0.99 diverges
-at each stage's rate.
+(targets: FEATURE_RMS, measured on the pretraining scenes).
 """
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
 import logging
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -31,20 +42,85 @@ import numpy as np
 from PIL import Image
 
 from caffe_backend import caffe
+from data_layers import demo_scenes
 from data_layers.seg_data import VOC_MEAN_BGR
 from solvers.solve import point_data_layers, working_directory
-from torchcaffe.atomic import write_text
+from torchcaffe.atomic import atomic_output, write_text
+from torchcaffe.errors import CaffeError
 from torchcaffe.progress import progress
 
 log = logging.getLogger(__name__)
 
-PRETRAIN_NET = "voc-fcn8s"
-PRETRAIN_LR = 2e-3
+#: the net the backbone is pretrained as: a dense classifier of 224-pixel
+#: windows at stride 32 whose scores are upsampled to the pixels
+PRETRAIN_NET = "voc-fcn32s"
 #: root-mean-square activation of each stage's output after scale_features;
 #: the layers of a stage are conv<k>_* up to pool<k> (fc6, fc7 for fc7)
-FEATURE_RMS = {"pool3": 3500.0, "pool4": 500.0, "pool5": 60.0, "fc7": 10.0}
+FEATURE_RMS = {"pool3": 700.0, "pool4": 200.0, "pool5": 40.0, "fc7": 10.0}
 STAGE_LAYERS = {"pool3": ("conv1_", "conv2_", "conv3_"), "pool4": ("conv4_",),
                 "pool5": ("conv5_",), "fc7": ("fc6", "fc7")}
+
+
+@dataclass(frozen=True)
+class BaseRecipe:
+    """How a base net is made (`make_base`)."""
+    width: float        # channel multiplier of VGG16
+    scenes: int         # pretraining scenes
+    size: int           # their side in pixels
+    iters: int          # pretraining iterations (batch 1)
+    lr: float           # Adam's rate
+    seed: int = 0       # Caffe's RNG: the MSRA fillers and the dropout masks
+    scene_seed: int = 10**6  # the pretraining scenes; the demo's use 0, 1, ...
+
+
+SHIPPED_RECIPE = BaseRecipe(width=1 / 16, scenes=400, size=160, iters=3000, lr=1e-3)
+QUICK_RECIPE = BaseRecipe(width=1 / 32, scenes=4, size=96, iters=4, lr=1e-3)
+SHIPPED = Path(__file__).with_name("pretrained") / "demo-vgg16fcn.caffemodel"
+BASE_FILE = "vgg16-fcn.caffemodel"
+
+
+def record_path(weights: Path) -> Path:
+    """The JSON record written beside a base net's caffemodel."""
+    return Path(weights).with_suffix(".json")
+
+
+def sha1(path: Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def shipped_base(weights: Path = SHIPPED) -> tuple[Path, dict]:
+    """The shipped base net and its record, checked against each other."""
+    record_file = record_path(weights)
+    for path in (weights, record_file):
+        if not path.is_file():
+            raise CaffeError(f"{path}: the demo's base net is missing; remake it with "
+                             "`python -m solvers.demo_base`")
+    try:
+        record = json.loads(record_file.read_text())
+        expected = record["sha1"]
+    except (ValueError, KeyError) as exc:
+        raise CaffeError(f"{record_file}: not a base-net record ({exc})") from None
+    if sha1(weights) != expected:
+        raise CaffeError(f"{weights}: sha1 {sha1(weights)} differs from the {expected} "
+                         f"recorded in {record_file}; remake it with "
+                         "`python -m solvers.demo_base`")
+    return weights, record
+
+
+def describe(record: dict) -> str:
+    """The base net in words, for the demo's results."""
+    recipe = BaseRecipe(**record["recipe"])
+    scales = ", ".join(f"{blob} {rms:g}" for blob, rms in record["feature_rms"].items())
+    return (f"the VGG16 classifier at width {recipe.width:g} with MSRA weights (Caffe's RNG, "
+            f"seed {recipe.seed}), cast to the fully convolutional form as prepare-base does, "
+            f"then pretrained from scratch for {recipe.iters} iterations on {recipe.scenes} "
+            f"separate synthetic scenes of {recipe.size} x {recipe.size} (seed "
+            f"{recipe.scene_seed}) as a dense window classifier ({record['pretrain_net']}, "
+            f"normalized loss, Adam, lr {recipe.lr:g}) in place of ILSVRC training "
+            f"(`python -m solvers.demo_base`); only conv1_1 .. fc7 are kept, every score "
+            f"layer starts from zero as in the reference; its layers are rescaled, without "
+            f"changing what they compute, to root-mean-square activations {scales} on those "
+            "scenes, the ILSVRC VGG16's profile of large skip inputs and a small fc7")
 
 
 def _netspec_prototxts(name: str, width: float) -> dict:
@@ -92,59 +168,60 @@ def cast_base(folder: Path, width: float, classifier_weights: Path) -> tuple[Pat
     return deploys["vgg16fcn"], output
 
 
-def base_description(width: float, seed: int, scenes: int, scene_seed: int, iters: int) -> str:
-    scales = ", ".join(f"{blob} {rms:g}" for blob, rms in FEATURE_RMS.items())
-    return (f"the VGG16 classifier at width {width:g} with MSRA weights (Caffe's RNG, "
-            f"seed {seed}), cast to the fully convolutional form as prepare-base does, then "
-            f"pretrained from scratch for {iters} iterations on {scenes} separate synthetic "
-            f"scenes (seed {scene_seed}) as an FCN-8s with a normalized loss and Adam (lr "
-            f"{PRETRAIN_LR:g}), in place of ILSVRC training; only conv1_1 .. fc7 are kept, "
-            f"every score layer starts from zero as in the reference; its layers are then "
-            f"rescaled, without changing what they compute, to root-mean-square activations "
-            f"{scales} on those scenes, the ILSVRC VGG16's profile of large skip inputs and "
-            "a small fc7")
-
-
-def pretrain_base(folder: Path, deploy: Path, weights: Path, data_dir: Path, width: float,
-                  iters: int, seed: int) -> Path:
-    """Train the backbone on the pretraining scenes, keep conv1_1 .. fc7.
-
-    The net is FCN-8s (skips give the early layers a short path to the loss)
-    with a per-pixel normalized loss and Adam: a from-scratch recipe, in
-    place of ILSVRC training. Its score layers are then discarded; what is
-    saved has the layers of `deploy` (vgg16fcn)."""
+def pretrain(folder: Path, deploy: Path, weights: Path, data_dir: Path,
+             recipe: BaseRecipe) -> tuple[Path, object]:
+    """Train the cast classifier on the pretraining scenes as PRETRAIN_NET
+    with a per-pixel normalized loss and Adam (a from-scratch recipe, in
+    place of ILSVRC training); returns (that net's deploy prototxt, the
+    solver)."""
     from surgery import interp, transplant
 
     work = folder / "pretrain"
-    for file_name, message in _netspec_prototxts(PRETRAIN_NET, width).items():
+    for file_name, message in _netspec_prototxts(PRETRAIN_NET, recipe.width).items():
         if hasattr(message, "layer"):
             point_data_layers(message, data_dir)
             for layer in message.layer:
                 if layer.type == "SoftmaxWithLoss":
                     layer.loss_param.normalize = True
         else:
-            message.type, message.base_lr, message.max_iter = "Adam", PRETRAIN_LR, iters
+            message.type, message.base_lr, message.max_iter = "Adam", recipe.lr, recipe.iters
             message.momentum, message.momentum2 = 0.9, 0.999
             message.ClearField("snapshot")
             message.ClearField("snapshot_prefix")
         _write_prototxt(work / file_name, message)
-    caffe.set_random_seed(seed)
+    caffe.set_random_seed(recipe.seed)
     with working_directory(work):
         solver = caffe.get_solver("solver.prototxt")
         transplant(solver.net, caffe.Net(str(deploy), caffe.TEST, weights=str(weights)))
         interp(solver.net, [k for k in solver.net.params if "up" in k])
         chunk = 10
-        with progress(total=iters, desc="pretrain backbone", unit="it",
+        with progress(total=recipe.iters, desc="pretrain backbone", unit="it",
                       dynamic_ncols=True) as bar:
-            while solver.iter < iters:
-                solver.step(min(chunk, iters - solver.iter))
+            while solver.iter < recipe.iters:
+                solver.step(min(chunk, recipe.iters - solver.iter))
                 bar.update(solver.iter - bar.n)
                 if hasattr(solver, "smoothed_loss"):  # torchcaffe's; not in pycaffe
                     bar.set_postfix(loss=f"{solver.smoothed_loss:.3g}")
-    base = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))  # fc8 stays as cast
-    report = transplant(base, solver.net)
-    log.info("pretrained backbone: %s", report.summary())
-    trained = caffe.Net(str(work / "deploy.prototxt"), caffe.TEST)  # pad 100: any scene size
+    return work / "deploy.prototxt", solver
+
+
+def make_base(folder: Path, recipe: BaseRecipe) -> Path:
+    """Make a base net under `folder` by `recipe`: `folder`/vgg16-fcn.caffemodel
+    (the layers of vgg16fcn, conv1_1 .. fc7 pretrained and rescaled) and its
+    JSON record (recipe, feature sizes, sha1)."""
+    from surgery import transplant
+
+    started = time.perf_counter()
+    folder = Path(folder).resolve()  # the pretraining runs inside its own folder
+    data_dir = folder / "data-pretrain"
+    demo_scenes.generate(data_dir, seed=recipe.scene_seed, train=recipe.scenes, val=1,
+                         height=recipe.size, width=recipe.size)
+    classifier = seeded_classifier(folder, recipe.width, recipe.seed)
+    deploy, cast = cast_base(folder, recipe.width, classifier)
+    trained_deploy, solver = pretrain(folder, deploy, cast, data_dir, recipe)
+    base = caffe.Net(str(deploy), caffe.TEST, weights=str(cast))  # fc8 stays as cast
+    log.info("pretrained backbone: %s", transplant(base, solver.net).summary())
+    trained = caffe.Net(str(trained_deploy), caffe.TEST)  # pad 100: any scene size
     transplant(trained, solver.net)
     images = sorted((data_dir / "sbdd" / "dataset" / "img").glob("*.jpg"))
     measured = feature_rms(trained, images, list(FEATURE_RMS))
@@ -152,8 +229,17 @@ def pretrain_base(folder: Path, deploy: Path, weights: Path, data_dir: Path, wid
     log.info("feature RMS before scaling %s; layer factors %s",
              {k: round(v, 4) for k, v in measured.items()},
              {k: round(v, 4) for k, v in factors.items()})
-    output = folder / "vgg16-fcn.caffemodel"
+    output = folder / BASE_FILE
     base.save(str(output))
+    import torch
+
+    write_text(record_path(output), json.dumps({
+        "recipe": asdict(recipe), "pretrain_net": PRETRAIN_NET,
+        "final_smoothed_loss": getattr(solver, "smoothed_loss", None),
+        "feature_rms": FEATURE_RMS, "feature_rms_before_scaling": measured,
+        "layer_factors": factors, "seconds": round(time.perf_counter() - started, 1),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "sha1": sha1(output)}, indent=1) + "\n")
     return output
 
 
@@ -191,3 +277,39 @@ def scale_features(net, measured: dict[str, float]) -> dict[str, float]:
             factors[name] = per_layer
         done = running
     return factors
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m solvers.demo_base",
+        description="Make the demo's base net (several minutes on one CPU thread) and its "
+                    "JSON record; by default the shipped one, in solvers/pretrained/.")
+    parser.add_argument("--out", type=Path, help="folder for the caffemodel and record "
+                                                 "(default: replace the shipped one)")
+    parser.add_argument("--quick", action="store_true", help="a tiny base in seconds (tests)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default 1, as the shipped one was made)")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from torchcaffe import glog
+
+    logging.getLogger().addHandler(glog.console_handler())
+    recipe = QUICK_RECIPE if args.quick else SHIPPED_RECIPE
+    target = (args.out / BASE_FILE) if args.out else SHIPPED
+    with tempfile.TemporaryDirectory(prefix="demo-base-") as work:
+        made = make_base(Path(work), recipe)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # the record last: a caffemodel without its matching record is refused
+        for source, destination in ((made, target), (record_path(made), record_path(target))):
+            with atomic_output(destination) as stream:
+                stream.write(source.read_bytes())
+    print(f"{target}: sha1 {sha1(target)} ({json.loads(record_path(target).read_text())['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

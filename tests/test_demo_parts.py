@@ -128,3 +128,53 @@ def test_scale_features_reaches_the_targets_and_keeps_the_features(tmp_path):
     ratio = demo_base.FEATURE_RMS["pool4"] / before["pool4"]
     np.testing.assert_allclose(net.blobs["pool4"].data, pool4_before * ratio, rtol=1e-3,
                                atol=1e-3 * demo_base.FEATURE_RMS["pool4"])
+
+
+# -- the shipped base net ---------------------------------------------------------------
+
+def test_make_base_writes_a_base_and_its_record_that_the_demo_accepts(tmp_path):
+    import json
+
+    from caffe_backend import caffe
+    from netspec.models import NETS
+    from netspec.writer import to_prototxt
+    from solvers import demo_base
+    from torchcaffe.errors import CaffeError
+
+    threads = torch.get_num_threads()
+    try:
+        assert demo_base.main(["--quick", "--out", str(tmp_path / "base")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    weights = tmp_path / "base" / demo_base.BASE_FILE
+    record = json.loads(demo_base.record_path(weights).read_text())
+    assert record["recipe"]["iters"] == demo_base.QUICK_RECIPE.iters
+    assert record["sha1"] == hashlib.sha1(weights.read_bytes()).hexdigest()
+    assert demo_base.shipped_base(weights)[0] == weights
+    # it holds conv1_1 .. fc7 of the narrow base net, and loads into it
+    deploy = tmp_path / "vgg16fcn.prototxt"
+    deploy.write_text(to_prototxt(NETS["vgg16fcn"].prototxts(
+        width=demo_base.QUICK_RECIPE.width)["deploy.prototxt"]))
+    net = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
+    assert {"conv1_1", "conv5_3", "fc6", "fc7"} <= set(net.params)
+    # a changed caffemodel, or one without its record, is refused by name
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(CaffeError, match="sha1 .* differs"):
+        demo_base.shipped_base(weights)
+    demo_base.record_path(weights).unlink()
+    with pytest.raises(CaffeError, match="base net is missing"):
+        demo_base.shipped_base(weights)
+
+
+def test_the_shipped_base_is_the_one_its_recipe_makes_now():
+    """The shipped caffemodel matches its record, and the record names the
+    recipe and feature targets the code holds now (a change to either without
+    remaking the base net fails here)."""
+    from dataclasses import asdict
+
+    from solvers import demo_base
+
+    _, record = demo_base.shipped_base()
+    assert record["recipe"] == asdict(demo_base.SHIPPED_RECIPE)
+    assert record["feature_rms"] == demo_base.FEATURE_RMS
+    assert record["pretrain_net"] == demo_base.PRETRAIN_NET

@@ -250,7 +250,7 @@ def test_compare_caffe_runs_both_backends(bvlc, work):
     given = os.environ.get(PYTHONPATH_ENV)
     env = {k: v for k, v in bvlc.items() if k != "FCN_CAFFE"}
     done = run(env, work, "-m", "solvers.compare_caffe", "--iters", "2,2,2",
-               "--pretrain-iters", "2", "--out", "compare",
+               "--out", "compare",
                *(["--caffe-pythonpath", given] if given else []))
     assert "BVLC Caffe against torchcaffe: largest difference in mean IU" in done.stdout
     result = json.loads((work / "compare/comparison.json").read_text())
