@@ -98,8 +98,10 @@ def shipped_base(weights: Path = SHIPPED) -> tuple[Path, dict]:
     try:
         record = json.loads(record_file.read_text())
         expected = record["sha1"]
-    except (ValueError, KeyError) as exc:
-        raise CaffeError(f"{record_file}: not a base-net record ({exc})") from None
+        BaseRecipe(**record["recipe"])
+        record["pretrain_net"], dict(record["feature_rms"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CaffeError(f"{record_file}: not a base-net record ({exc!r})") from None
     if sha1(weights) != expected:
         raise CaffeError(f"{weights}: sha1 {sha1(weights)} differs from the {expected} "
                          f"recorded in {record_file}; remake it with "

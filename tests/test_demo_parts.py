@@ -161,7 +161,11 @@ def test_make_base_writes_a_base_and_its_record_that_the_demo_accepts(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
     with pytest.raises(CaffeError, match="sha1 .* differs"):
         demo_base.shipped_base(weights)
-    demo_base.record_path(weights).unlink()
+    record_file = demo_base.record_path(weights)
+    record_file.write_text(json.dumps({"sha1": record["sha1"], "recipe": {"layers": 3}}))
+    with pytest.raises(CaffeError, match="not a base-net record"):
+        demo_base.shipped_base(weights)
+    record_file.unlink()
     with pytest.raises(CaffeError, match="base net is missing"):
         demo_base.shipped_base(weights)
 
