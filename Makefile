@@ -58,7 +58,7 @@ demo: $(STAMP)
 demo-time: $(STAMP)
 	$(PYTHON) -m bench.demo_time --runs 2
 
-# Remake the demo's shipped base net (solvers/pretrained/, about 7 minutes
+# Remake the demo's shipped base net (solvers/pretrained/, about 10 minutes
 # on one thread); the demo starts from it as the release starts from VGG16.
 demo-base: $(STAMP)
 	$(PYTHON) -m solvers.demo_base
