@@ -367,7 +367,8 @@ def test_auto_combines_the_fastest_forward_and_the_fastest_backward(measured, mo
     def race(seconds):
         return ({n: seconds.get(n, 1.0) for n in CONV_METHODS}, {})
     fake = {"forward": race({"channels_last": 0.5}), "backward": race({"im2col_openblas": 0.5})}
-    monkeypatch.setattr(kernel_choice, "_measure", lambda *args: fake)
+    monkeypatch.setattr(kernel_choice, "_measure", lambda *args: {
+        phase: fake[phase] for phase in (("forward", "backward") if any(args[-1]) else ("forward",))})
     with torch.enable_grad():
         assert _choose() == "channels_last/im2col_openblas"
     with torch.no_grad():
@@ -378,21 +379,31 @@ def test_auto_combines_the_fastest_forward_and_the_fastest_backward(measured, mo
         assert _choose("other", (1, 8, 10, 10)) == "direct/im2col_openblas"
 
 
-def test_openblas_threads_follow_torch(monkeypatch):
+def test_openblas_gemm_splits_among_torch_threads_without_its_own_pool():
+    """OpenBLAS's own pool (which spins between calls, against torch's
+    threads) stays at one thread; a GEMM is split among torch's thread
+    count of workers, by output columns or rows, each part the same sums."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     before = torch.get_num_threads()
-    x, w = torch.ones(1, 2, 5, 5), torch.ones(3, 2, 3, 3)
-    window = Window((3, 3), (1, 1), (1, 1), (1, 1), 1)
+    gen = torch.Generator().manual_seed(4)
+    a, b = torch.randn(300, 70, generator=gen), torch.randn(70, 500, generator=gen)
+    results = []
     try:
-        for threads in (1, 2):
+        for threads in (1, 3):
             torch.set_num_threads(threads)
-            kernels.kernel("Convolution", "im2col_openblas")(x, w, None, window)
+            for left, right in ((a, b), (b.t(), a.t())):  # wide and tall outputs
+                out = torch.empty(left.shape[0], right.shape[1])
+                kernels.OPENBLAS.mm(left, right, out)
+                results.append(out)
             info = threadpoolctl.threadpool_info()
             assert [i["num_threads"] for i in info if i["internal_api"] == "openblas"] \
-                and all(i["num_threads"] == threads for i in info
-                        if i["internal_api"] == "openblas")
+                and all(i["num_threads"] == 1 for i in info if i["internal_api"] == "openblas")
     finally:
         torch.set_num_threads(before)
+    expected = (a.double() @ b.double()).numpy()
+    for got in results:
+        got = got.numpy() if got.shape == expected.shape else got.numpy().T
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 def test_per_layer_override_beats_the_measurement(measured):

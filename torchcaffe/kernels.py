@@ -31,6 +31,7 @@ is installed; its thread pool is kept at torch's thread count.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -99,12 +100,16 @@ def _blas_operand(t: torch.Tensor) -> torch.Tensor:
 
 
 class _OpenBlasGemm:
-    """numpy's OpenBLAS on zero-copy views of the tensors, its thread pool
-    kept at torch's thread count (checked before every call: cheap)."""
+    """numpy's OpenBLAS on zero-copy views of the tensors. OpenBLAS's own
+    thread pool spins between calls, against torch's threads; so it runs
+    one thread per call and a GEMM is split by output columns (or rows)
+    among torch's thread count of workers here, which wait without spinning
+    (numpy releases the GIL)."""
 
     def __init__(self):
         self._controllers: list | None = None
-        self._threads = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._workers = 0
 
     @property
     def available(self) -> bool:
@@ -121,28 +126,53 @@ class _OpenBlasGemm:
                     log.info("numpy's BLAS is not OpenBLAS: the OpenBLAS kernels are off")
         return bool(self._controllers)
 
-    def _follow_torch_threads(self) -> None:
+    def _workers_now(self) -> int:
+        """torch's thread count; OpenBLAS itself single-threaded."""
         if not self.available:
             raise CaffeError("the OpenBLAS kernels need numpy built with OpenBLAS and the "
                              "threadpoolctl package")
         threads = torch.get_num_threads()
-        if threads != self._threads:
+        if threads != self._workers:
             for controller in self._controllers:
-                controller.set_num_threads(threads)
-            self._threads = threads
+                controller.set_num_threads(1)
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="openblas-gemm") \
+                if threads > 1 else None
+            self._workers = threads
+        return threads
+
+    def _run(self, a: torch.Tensor, b: torch.Tensor, out: np.ndarray) -> None:
+        """out = a @ b, split among the workers along out's longer side."""
+        a, b = _blas_operand(a.detach()).numpy(), _blas_operand(b.detach()).numpy()
+        workers = self._workers_now()
+        rows, cols = out.shape
+        parts = min(workers, max(rows, cols) // 64)
+        if parts < 2:
+            np.matmul(a, b, out=out)
+            return
+        bounds = [round(i * max(rows, cols) / parts) for i in range(parts + 1)]
+        if cols >= rows:
+            jobs = [(a, b[:, lo:hi], out[:, lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
+        else:
+            jobs = [(a[lo:hi], b, out[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
+        futures = [self._pool.submit(np.matmul, x, y, out=o) for x, y, o in jobs[1:]]
+        np.matmul(*jobs[0][:2], out=jobs[0][2])
+        for future in futures:
+            future.result()
 
     def mm(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
-        self._follow_torch_threads()
-        a, b = _blas_operand(a.detach()), _blas_operand(b.detach())
         if out.stride(1) == 1 and out.stride(0) >= out.shape[1]:
-            np.matmul(a.numpy(), b.numpy(), out=out.detach().numpy())
+            self._run(a, b, out.detach().numpy())
         else:
-            out.copy_(torch.from_numpy(np.matmul(a.numpy(), b.numpy())))
+            result = np.empty(tuple(out.shape), dtype=out.detach().numpy().dtype)
+            self._run(a, b, result)
+            out.copy_(torch.from_numpy(result))
 
     def mm_add(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
-        self._follow_torch_threads()
-        a, b = _blas_operand(a.detach()), _blas_operand(b.detach())
-        out += torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
+        result = np.empty(tuple(out.shape), dtype=out.detach().numpy().dtype)
+        self._run(a, b, result)
+        out += torch.from_numpy(result)
 
 
 _TORCH_GEMM = _TorchGemm()
