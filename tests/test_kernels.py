@@ -6,6 +6,9 @@ cache file. The golden suites themselves run under every policy
 import dataclasses
 import json
 import logging
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -435,5 +438,34 @@ def test_default_threads_are_shared_among_local_training_processes(monkeypatch):
         monkeypatch.delenv("LOCAL_WORLD_SIZE")
         assert threads.use_threads() == 8
         assert threads.use_threads(1) == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_openblas_gemm_works_in_a_forked_child():
+    """A child forked after the workers started (data-loading processes,
+    forked trainers) gets workers of its own instead of waiting forever."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a, b = torch.ones(200, 50), torch.ones(50, 300)
+        kernels.OPENBLAS.mm(a, b, torch.empty(200, 300))
+        pid = os.fork()
+        if pid == 0:
+            out = torch.empty(200, 300)
+            kernels.OPENBLAS.mm(a, b, out)
+            os._exit(0 if bool((out == 50).all()) else 1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's GEMM hung")
+        assert os.waitstatus_to_exitcode(status) == 0
     finally:
         torch.set_num_threads(before)

@@ -31,6 +31,7 @@ is installed; its thread pool is kept at torch's thread count.
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -110,6 +111,11 @@ class _OpenBlasGemm:
         self._controllers: list | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._workers = 0
+        # a forked child has none of the parent's worker threads
+        os.register_at_fork(after_in_child=self._forget_workers)
+
+    def _forget_workers(self) -> None:
+        self._pool, self._workers = None, 0
 
     @property
     def available(self) -> bool:
