@@ -327,7 +327,7 @@ def _weight_grad(grid: torch.Tensor, image: torch.Tensor, weight: torch.Tensor,
     """The sum over items and bands of grid rows @ columns(image)^T, per group."""
     groups, width = window.groups, grid.shape[3]
     rows_per_group, columns_per_group = weight.shape[0] // groups, weight[0].numel()
-    total = weight.new_zeros((weight.shape[0], columns_per_group))
+    total = weight.new_empty((weight.shape[0], columns_per_group))
     bands = _bands(window, grid.shape[2], width, columns_per_group * groups)
     workspace = _workspace(image, image.shape[1], image.shape[3], width, window, bands)
     for i in range(grid.shape[0]):
@@ -335,11 +335,14 @@ def _weight_grad(grid: torch.Tensor, image: torch.Tensor, weight: torch.Tensor,
         for band in bands:
             columns = _columns(image[i], workspace, band)
             rows = flat[:, band.start * width:band.stop * width]
+            # the first product is written, later ones added: no zeroed
+            # accumulator and no temporary the size of the weight for one band
+            multiply = gemm.mm_add if i or band.start else gemm.mm
             for g in range(groups):
                 out_rows = slice(g * rows_per_group, (g + 1) * rows_per_group)
-                gemm.mm_add(rows[out_rows],
-                            columns[g * columns_per_group:(g + 1) * columns_per_group].t(),
-                            total[out_rows])
+                multiply(rows[out_rows],
+                         columns[g * columns_per_group:(g + 1) * columns_per_group].t(),
+                         total[out_rows])
     return total.reshape(weight.shape)
 
 
