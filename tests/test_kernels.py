@@ -469,3 +469,13 @@ def test_openblas_gemm_works_in_a_forked_child():
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         torch.set_num_threads(before)
+
+
+def test_openblas_methods_only_for_cpu_float_tensors():
+    cpu = kernel_choice.candidates("Convolution", torch.ones(1, 2, 4, 4))
+    assert "im2col_openblas" in cpu
+    for x in (torch.ones(1, 2, 4, 4, device="meta"), torch.ones(1, 2, 4, 4, dtype=torch.half)):
+        names = kernel_choice.candidates("Convolution", x)
+        assert "im2col_openblas" not in names and "direct" in names
+    assert "addmm_openblas" not in kernel_choice.candidates("InnerProduct",
+                                                            torch.ones(2, 3, device="meta"))

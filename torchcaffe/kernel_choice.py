@@ -223,7 +223,7 @@ def _key(family: str, x, weight, bias, extra: tuple, grads: tuple[bool, bool, bo
 def candidates(family: str, x: torch.Tensor) -> dict[str, kernels.Method]:
     """The methods that can run this call, the family's default first."""
     return {name: method for name, method in kernels.FAMILIES[family].items()
-            if kernels.available(method)
+            if kernels.available(method, x)
             and (family == "InnerProduct" or x.dim() == 4 or name not in kernels.TWO_D_ONLY)}
 
 

@@ -182,6 +182,7 @@ class _OpenBlasGemm:
 
 
 _TORCH_GEMM = _TorchGemm()
+_BLAS_DTYPES = (torch.float32, torch.float64)
 OPENBLAS = _OpenBlasGemm()
 
 
@@ -502,8 +503,11 @@ FAMILIES = {"Convolution": CONVOLUTION, "Deconvolution": DECONVOLUTION,
 TWO_D_ONLY = {"channels_last", "im2col", "im2col_openblas"}
 
 
-def available(method: Method) -> bool:
-    return not method.openblas or OPENBLAS.available
+def available(method: Method, x: torch.Tensor) -> bool:
+    """Whether `method` can run on tensors like `x` (OpenBLAS: CPU float32
+    and float64 only)."""
+    return not method.openblas or (x.device.type == "cpu" and x.dtype in _BLAS_DTYPES
+                                   and OPENBLAS.available)
 
 
 def split_name(name: str) -> tuple[str, str]:
