@@ -3,8 +3,12 @@ explicit loops and finite differences), Caffe's backward decisions hold
 under each, and the choice is cached, overridable and robust to a bad
 cache file. The golden suites themselves run under every policy
 (tests/conftest.py)."""
+import dataclasses
 import json
 import logging
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -85,11 +89,15 @@ def _tensors(g, transposed: bool, dtype=torch.float32):
 @pytest.mark.parametrize("family, reference", [("Convolution", conv_loops),
                                                ("Deconvolution", deconv_loops)])
 @pytest.mark.parametrize("g", GEOMETRIES, ids=IDS)
-@pytest.mark.parametrize("name", ["direct", "channels_last", "im2col"])
-def test_forward_equals_explicit_sums(family, reference, g, name):
+@pytest.mark.parametrize("name", ["direct", "channels_last", "im2col", "im2col_openblas",
+                                  "im2col_openblas/direct"])
+@pytest.mark.parametrize("band_bytes", [kernels.COLUMN_BYTES, 64], ids=["one-band", "bands"])
+def test_forward_equals_explicit_sums(family, reference, g, name, band_bytes, monkeypatch):
+    # tiny bands: one output row at a time, edge bands reading the pad
+    monkeypatch.setattr(kernels, "COLUMN_BYTES", band_bytes)
     x, w, b = _tensors(g, family == "Deconvolution")
     window = _window(g)
-    got = kernels.FAMILIES[family][name](x, w, b, window)
+    got = kernels.kernel(family, name)(x, w, b, window)
     expected = reference(x.double().numpy(), w.double().numpy(),
                          None if b is None else b.double().numpy(), window)
     assert got.shape == expected.shape
@@ -103,10 +111,12 @@ SMALL = [(2, 2, (3, 3), 1, 1, 1, 1, 4, 5, True), (4, 2, (3, 2), 2, 1, 2, 2, 6, 5
 
 @pytest.mark.parametrize("family", ["Convolution", "Deconvolution"])
 @pytest.mark.parametrize("g", SMALL, ids=["k3", "k3x2-s2-p1-d2-g2", "k1-g2"])
-def test_im2col_gradients_equal_finite_differences(family, g):
+@pytest.mark.parametrize("name", ["im2col", "im2col_openblas", "channels_last/im2col_openblas"])
+def test_gradients_equal_finite_differences(family, g, name, monkeypatch):
+    monkeypatch.setattr(kernels, "COLUMN_BYTES", 64)
     x, w, b = (None if t is None else t.requires_grad_()
                for t in _tensors(g, family == "Deconvolution", torch.float64))
-    fn = kernels.FAMILIES[family]["im2col"]
+    fn = kernels.kernel(family, name)
     window = _window(g)
     inputs = (x, w) if b is None else (x, w, b)
     assert torch.autograd.gradcheck(lambda *t: fn(t[0], t[1], t[2] if len(t) > 2 else None, window),
@@ -114,7 +124,8 @@ def test_im2col_gradients_equal_finite_differences(family, g):
 
 
 @pytest.mark.parametrize("family", ["Convolution", "Deconvolution"])
-@pytest.mark.parametrize("name", ["channels_last", "im2col"])
+@pytest.mark.parametrize("name", ["channels_last", "im2col", "im2col_openblas",
+                                  "direct/im2col_openblas", "im2col_openblas/channels_last"])
 @pytest.mark.parametrize("g", GEOMETRIES, ids=IDS)
 def test_gradients_equal_torch_operator(family, name, g):
     """Each kernel's input, weight and bias gradients against oneDNN's."""
@@ -123,7 +134,7 @@ def test_gradients_equal_torch_operator(family, name, g):
     for kernel in ("direct", name):
         x, w, b = (None if t is None else t.requires_grad_()
                    for t in _tensors(g, family == "Deconvolution"))
-        y = kernels.FAMILIES[family][kernel](x, w, b, window)
+        y = kernels.kernel(family, kernel)(x, w, b, window)
         y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
         results.append([t.grad for t in (x, w, b) if t is not None])
     for got, expected in zip(results[1], results[0]):
@@ -131,37 +142,47 @@ def test_gradients_equal_torch_operator(family, name, g):
         assert float((got - expected).abs().max()) <= 1e-5 * scale
 
 
-def test_only_the_wanted_gradients_are_computed():
+@pytest.mark.parametrize("name", ["im2col", "direct/im2col_openblas", "im2col_openblas/direct"])
+def test_only_the_wanted_gradients_are_computed(name, monkeypatch):
     """No input gradient where autograd does not ask for one (Caffe's
     propagate_down false), no weight gradient for a frozen weight."""
+    asked = []
+    for family in kernels.FAMILIES.values():
+        for method_name, method in family.items():
+            def backward(*args, real=method.backward):
+                asked.append(tuple(args[4]))
+                return real(*args)
+            monkeypatch.setitem(family, method_name, dataclasses.replace(method,
+                                                                         backward=backward))
     g = GEOMETRIES[0]
     x, w, b = _tensors(g, False)
     w.requires_grad_()
-    y = kernels.conv_im2col(x, w, b, _window(g))
-    assert y.grad_fn.needs_input_grad[:3] == (False, True, False)
-    y.sum().backward()
+    kernels.kernel("Convolution", name)(x, w, b, _window(g)).sum().backward()
     assert x.grad is None and w.grad is not None
     x, w, _ = _tensors(g, True)
     x.requires_grad_()
-    kernels.deconv_im2col(x, w, None, _window(g)).sum().backward()
+    kernels.kernel("Deconvolution", name)(x, w, None, _window(g)).sum().backward()
     assert x.grad is not None and w.grad is None
+    assert asked == [(False, True, False), (True, False, False)]
 
 
-@pytest.mark.parametrize("name", ["linear", "addmm"])
+@pytest.mark.parametrize("name", ["linear", "addmm", "addmm_openblas", "linear/addmm_openblas",
+                                  "addmm_openblas/addmm"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_inner_product_kernels(name, bias):
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(3, 2, 5, generator=gen, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, generator=gen, dtype=torch.float64, requires_grad=True) if bias else None
-    got = kernels.INNER_PRODUCT[name](x, w, b)
+    got = kernels.kernel("InnerProduct", name)(x, w, b)
     expected = np.einsum("abk,ok->abo", x.detach().numpy(), w.detach().numpy())
     if bias:
         expected = expected + b.detach().numpy()
     np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-12)
     inputs = (x, w) if b is None else (x, w, b)
     assert torch.autograd.gradcheck(
-        lambda *t: kernels.INNER_PRODUCT[name](t[0], t[1], t[2] if len(t) > 2 else None), inputs)
+        lambda *t: kernels.kernel("InnerProduct", name)(t[0], t[1], t[2] if len(t) > 2 else None),
+        inputs)
 
 
 # ---------------------------------------------------------------- through a Net
@@ -205,7 +226,8 @@ def _run_net(tmp_path, policy: str, force: bool):
 
 
 @pytest.mark.parametrize("force", [False, True])
-@pytest.mark.parametrize("policy", ["im2col,addmm", "channels_last"])
+@pytest.mark.parametrize("policy", ["im2col,addmm", "channels_last", "im2col_openblas,addmm_openblas",
+                                    "direct/im2col_openblas,linear/addmm_openblas"])
 def test_net_results_and_backward_decisions_under_each_policy(tmp_path, policy, force):
     ran_default, blobs_default, params_default = _run_net(tmp_path, "default", force)
     ran, blobs, params = _run_net(tmp_path, policy, force)
@@ -214,7 +236,8 @@ def test_net_results_and_backward_decisions_under_each_policy(tmp_path, policy, 
     types = {"conv1": "Convolution", "conv2": "Convolution", "up": "Deconvolution",
              "ip": "InnerProduct"}
     for layer, family in types.items():
-        names = [n for n in forced if n in kernels.FAMILIES[family]]
+        names = [n for n in forced
+                 if all(m in kernels.FAMILIES[family] for m in kernels.split_name(n))]
         assert ran[layer] == (names[0] if names else ran_default[layer]), layer
     for name, (data, diff) in blobs_default.items():
         np.testing.assert_allclose(blobs[name][0], data, rtol=1e-5, atol=1e-6, err_msg=name)
@@ -240,6 +263,11 @@ def test_policy_parsing():
     assert kernel_choice.parse_policy("im2col,addmm").default == ("im2col", "addmm")
     with pytest.raises(CaffeError, match="TORCHCAFFE_KERNELS: unknown kernel choice 'fast'"):
         kernel_choice.parse_policy("fc6=fast")
+    assert kernel_choice.parse_policy("fc6=direct/im2col_openblas").for_layer("fc6") == \
+        ("direct/im2col_openblas",)
+    for bad in ("direct/fast", "direct/im2col/im2col", "auto/direct"):
+        with pytest.raises(CaffeError, match="unknown kernel choice"):
+            kernel_choice.parse_policy(bad)
 
 
 def test_environment_sets_the_policy(monkeypatch):
@@ -247,6 +275,13 @@ def test_environment_sets_the_policy(monkeypatch):
     with kernel_choice.policy(None):
         assert kernel_choice.current_policy().for_layer("conv") == ("im2col",)
         assert kernel_choice.current_policy().for_layer("other") == ("default",)
+
+
+CONV_METHODS = ["channels_last", "direct", "im2col", "im2col_openblas"]
+
+
+def _is_conv_kernel(name: str) -> bool:
+    return all(part in CONV_METHODS for part in kernels.split_name(name))
 
 
 def _choose(layer="conv", shape=(1, 8, 12, 12)):
@@ -281,11 +316,12 @@ def test_choice_is_measured_once_and_survives_a_new_process(measured, monkeypatc
         first = _choose()
         assert _choose() == first
     assert torch.equal(torch.get_rng_state(), state), "measuring must not draw from torch's RNG"
-    assert calls == [["channels_last", "direct", "im2col"]]
+    assert calls == [CONV_METHODS]
     entries = json.loads(path.read_text())["entries"]
     (key, entry), = entries.items()
     assert entry["kernel"] == first
-    assert set(entry["seconds"]) | set(entry["dropped"]) == set(calls[0])
+    for phase in ("forward", "backward"):
+        assert set(entry[phase]["seconds"]) | set(entry[phase]["dropped"]) == set(CONV_METHODS)
     assert "x=1x8x12x12" in key and "grad=w" in key and f"threads={torch.get_num_threads()}" in key
     # a new process: an empty in-memory cache reads the file instead of measuring
     monkeypatch.setattr(kernel_choice, "_cache", kernel_choice._Cache())
@@ -326,15 +362,58 @@ def test_cached_unknown_kernel_is_measured_again(measured, monkeypatch):
         entry["kernel"] = "retired_kernel"
     path.write_text(json.dumps(content))
     monkeypatch.setattr(kernel_choice, "_cache", kernel_choice._Cache())
-    assert _choose() in ("direct", "channels_last", "im2col")
+    assert _is_conv_kernel(_choose())
     assert len(calls) == 2
+
+
+def test_auto_combines_the_fastest_forward_and_the_fastest_backward(measured, monkeypatch):
+    def race(seconds):
+        return ({n: seconds.get(n, 1.0) for n in CONV_METHODS}, {})
+    fake = {"forward": race({"channels_last": 0.5}), "backward": race({"im2col_openblas": 0.5})}
+    monkeypatch.setattr(kernel_choice, "_measure", lambda *args: {
+        phase: fake[phase] for phase in (("forward", "backward") if any(args[-1]) else ("forward",))})
+    with torch.enable_grad():
+        assert _choose() == "channels_last/im2col_openblas"
+    with torch.no_grad():
+        assert _choose() == "channels_last"  # forward only: no backward to choose
+    # within MARGIN of the default, the default stays
+    fake["forward"] = race({"channels_last": 0.97})
+    with torch.enable_grad():
+        assert _choose("other", (1, 8, 10, 10)) == "direct/im2col_openblas"
+
+
+def test_openblas_gemm_splits_among_torch_threads_without_its_own_pool():
+    """OpenBLAS's own pool (which spins between calls, against torch's
+    threads) stays at one thread; a GEMM is split among torch's thread
+    count of workers, by output columns or rows, each part the same sums."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = torch.get_num_threads()
+    gen = torch.Generator().manual_seed(4)
+    a, b = torch.randn(300, 70, generator=gen), torch.randn(70, 500, generator=gen)
+    results = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            for left, right in ((a, b), (b.t(), a.t())):  # wide and tall outputs
+                out = torch.empty(left.shape[0], right.shape[1])
+                kernels.OPENBLAS.mm(left, right, out)
+                results.append(out)
+            info = threadpoolctl.threadpool_info()
+            assert [i["num_threads"] for i in info if i["internal_api"] == "openblas"] \
+                and all(i["num_threads"] == 1 for i in info if i["internal_api"] == "openblas")
+    finally:
+        torch.set_num_threads(before)
+    expected = (a.double() @ b.double()).numpy()
+    for got in results:
+        got = got.numpy() if got.shape == expected.shape else got.numpy().T
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 def test_per_layer_override_beats_the_measurement(measured):
     _, calls = measured
     with kernel_choice.policy("auto,conv=channels_last"):
         assert _choose("conv") == "channels_last"
-        assert _choose("other", (1, 8, 10, 10)) in ("direct", "channels_last", "im2col")
+        assert _is_conv_kernel(_choose("other", (1, 8, 10, 10)))
     assert len(calls) == 1
 
 
@@ -344,7 +423,7 @@ def test_unwritable_cache_still_chooses(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("TORCHCAFFE_KERNEL_CACHE", str(blocker / "sub" / "kernels.json"))
     monkeypatch.setattr(kernel_choice, "_cache", kernel_choice._Cache())
     with kernel_choice.policy("auto"), caplog.at_level(logging.WARNING):
-        assert _choose() in ("direct", "channels_last", "im2col")
+        assert _is_conv_kernel(_choose())
     assert any("not remembered" in r.getMessage() for r in caplog.records)
 
 
@@ -361,3 +440,43 @@ def test_default_threads_are_shared_among_local_training_processes(monkeypatch):
         assert threads.use_threads(1) == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_openblas_gemm_works_in_a_forked_child():
+    """A child forked after the workers started (data-loading processes,
+    forked trainers) gets workers of its own instead of waiting forever."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a, b = torch.ones(200, 50), torch.ones(50, 300)
+        kernels.OPENBLAS.mm(a, b, torch.empty(200, 300))
+        pid = os.fork()
+        if pid == 0:
+            # numpy only around the GEMM: torch's own OpenMP pool is not the subject
+            out = np.empty((200, 300), dtype=np.float32)
+            kernels.OPENBLAS.mm(a, b, torch.from_numpy(out))
+            os._exit(0 if (out == 50).all() else 1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's GEMM hung")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_openblas_methods_only_for_cpu_float_tensors():
+    cpu = kernel_choice.candidates("Convolution", torch.ones(1, 2, 4, 4))
+    assert "im2col_openblas" in cpu
+    for x in (torch.ones(1, 2, 4, 4, device="meta"), torch.ones(1, 2, 4, 4, dtype=torch.half)):
+        names = kernel_choice.candidates("Convolution", x)
+        assert "im2col_openblas" not in names and "direct" in names
+    assert "addmm_openblas" not in kernel_choice.candidates("InnerProduct",
+                                                            torch.ones(2, 3, device="meta"))

@@ -7,10 +7,13 @@ d loss / d W = x for every row, d loss / d b = 1, whatever W is. Each
 solver's recurrence is then replayed in float64 numpy.
 """
 import logging
+import sys
 
 import numpy as np
 import pytest
+import torch
 
+from torchcaffe import solver as solver_module
 from torchcaffe.errors import CaffeError
 from torchcaffe.lr_policy import learning_rate
 from torchcaffe.proto import caffe_pb2
@@ -74,6 +77,26 @@ def test_sgd_momentum_and_weight_decay(tmp_path):
         return s["h"]
     solver = start(SGDSolver, tmp_path, BASE + "momentum: 0.9\nweight_decay: 0.1\n")
     check_against(solver, replay(4, sgd, weight_decay=0.1))
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 2**10
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_cpu_history_takes_memory_only_once_the_first_update_writes_it():
+    # the solver's zero history must not add to the first backward's peak:
+    # like torch.optim's lazily made momentum buffers, it becomes resident
+    # in the update, when the activations are gone
+    leaf = torch.empty(64 * 2**20)  # 256 MiB, never touched
+    before = _resident_mib()
+    history = solver_module._zero_history(leaf, torch.device("cpu"))
+    assert _resident_mib() - before < 32
+    assert history.shape == leaf.shape and history.dtype == torch.float32
+    assert not history.any()
+    history.mul_(0.9).add_(1.0)  # the update's first write
+    assert _resident_mib() - before > 200
 
 
 def test_nesterov(tmp_path):

@@ -3,22 +3,25 @@ InnerProduct: chosen per layer shape and device, as `cudnn.benchmark` does.
 
 The policy comes from the environment variable TORCHCAFFE_KERNELS or from
 `set_policy()`: a default, optionally followed by per-layer choices, e.g.
-`auto`, `default`, `im2col`, or `auto,fc6=im2col,fc7=direct`.
+`auto`, `default`, `im2col_openblas`, or `auto,fc6=im2col,fc7=direct/im2col`.
 
 - `auto` (the default): layers of fewer than MIN_MEASURED_MACS multiply-adds
   run the family's default kernel (measuring them would cost more than it
-  could win); larger ones run each candidate on random data of the layer's
-  shapes, forward and, when the call will be differentiated, backward for
-  exactly the gradients autograd will ask for, and take the fastest (the
-  default unless another is more than MARGIN faster). The answer is kept in
+  could win); larger ones time each method's forward and, when the call
+  will be differentiated, each method's backward for exactly the gradients
+  autograd will ask for, apart, on random data of the layer's shapes, and
+  combine the fastest of each (the default unless another is more than
+  MARGIN faster): e.g. `direct/im2col_openblas`. The answer is kept in
   memory and in a JSON file per machine (TORCHCAFFE_KERNEL_CACHE, else
   `$XDG_CACHE_HOME/torchcaffe/kernels.json` or `~/.cache/...`), keyed by the
   shapes, geometry, gradients wanted, dtype, device, torch's thread count and
   torch version, so it is measured once.
 - `default`: torch's own operator everywhere (oneDNN / cuDNN; F.linear).
-- kernel names (`direct`, `channels_last`, `im2col`, `linear`, `addmm`):
-  the first of them that the layer type and shape have, else the default;
-  `im2col,addmm` forces Caffe's algorithm on all three types.
+- kernel names (methods `direct`, `channels_last`, `im2col`,
+  `im2col_openblas`, `linear`, `addmm`, `addmm_openblas`, or
+  `forward/backward` pairs of them): the first of them that the layer type
+  and shape have, else the default; `im2col,addmm` forces Caffe's algorithm
+  on all three types.
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ ENV_CACHE = "TORCHCAFFE_KERNEL_CACHE"
 AUTO, DEFAULT = "auto", "default"
 MIN_MEASURED_MACS = 10**8
 MARGIN = 0.05
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 class Policy:
@@ -62,19 +65,27 @@ class Policy:
 
 
 def kernel_names() -> list[str]:
+    """The method names; a kernel is one of them or `forward/backward`."""
     return sorted({name for family in kernels.FAMILIES.values() for name in family})
+
+
+def _valid(choice: str) -> bool:
+    if choice in (AUTO, DEFAULT):
+        return True
+    methods = kernel_names()
+    return choice.count("/") <= 1 and all(part in methods for part in kernels.split_name(choice))
 
 
 def parse_policy(text: str, source: str = ENV_POLICY) -> Policy:
     """Comma-separated items: `auto`, `default` or kernel names for every
     layer, and `layer=choice` for one layer."""
-    valid = [AUTO, DEFAULT] + kernel_names()
+    valid = [AUTO, DEFAULT] + kernel_names() + ["FORWARD/BACKWARD"]
     policy, defaults = Policy(), []
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
         layer, _, choice = item.rpartition("=")
-        if choice not in valid:
+        if not _valid(choice):
             raise CaffeError(f"{source}: unknown kernel choice '{choice}' in '{text}' "
                              f"(valid: {', '.join(valid)})")
         if layer:
@@ -209,29 +220,29 @@ def _key(family: str, x, weight, bias, extra: tuple, grads: tuple[bool, bool, bo
             f"|threads={torch.get_num_threads()}|torch={torch.__version__}")
 
 
-def candidates(family: str, x: torch.Tensor) -> dict[str, Callable]:
-    impls = kernels.FAMILIES[family]
-    if family == "InnerProduct" or x.dim() == 4:
-        return dict(impls)
-    return {name: fn for name, fn in impls.items() if name not in kernels.TWO_D_ONLY}
+def candidates(family: str, x: torch.Tensor) -> dict[str, kernels.Method]:
+    """The methods that can run this call, the family's default first."""
+    return {name: method for name, method in kernels.FAMILIES[family].items()
+            if kernels.available(method, x)
+            and (family == "InnerProduct" or x.dim() == 4 or name not in kernels.TWO_D_ONLY)}
 
 
 def choose(layer: str, family: str, work: int, x, weight, bias,
            *extra) -> tuple[str, Callable]:
     """(kernel name, implementation) for this layer's call `fn(x, weight, bias, *extra)`."""
-    impls = candidates(family, x)
-    default = next(iter(impls))
+    methods = candidates(family, x)
+    default = next(iter(methods))
     for spec in current_policy().for_layer(layer):
         if spec == AUTO:
             if work >= MIN_MEASURED_MACS:
-                spec = _auto(layer, family, impls, x, weight, bias, extra)
-                return spec, impls[spec]
+                spec = _auto(layer, family, methods, x, weight, bias, extra)
+                return spec, kernels.kernel(family, spec)
             break
         if spec == DEFAULT:
             break
-        if spec in impls:
-            return spec, impls[spec]
-    return default, impls[default]
+        if all(part in methods for part in kernels.split_name(spec)):
+            return spec, kernels.kernel(family, spec)
+    return default, kernels.kernel(family, default)
 
 
 def _grads_wanted(x, weight, bias) -> tuple[bool, bool, bool]:
@@ -240,23 +251,35 @@ def _grads_wanted(x, weight, bias) -> tuple[bool, bool, bool]:
     return (x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
 
 
-def _auto(layer, family, impls, x, weight, bias, extra) -> str:
+def _pick(seconds: dict[str, float], default: str) -> str:
+    """The fastest, unless the default is within MARGIN of it."""
+    best = min(seconds, key=seconds.get)
+    if default in seconds and seconds[best] > seconds[default] * (1 - MARGIN):
+        return default
+    return best
+
+
+def _listing(seconds: dict[str, float], dropped: dict[str, float]) -> str:
+    return ", ".join([f"{n} {t * 1e3:.1f} ms" for n, t in sorted(seconds.items(),
+                                                               key=lambda kv: kv[1])]
+                     + [f"{n} dropped ({t * 1e3:.1f} ms)" for n, t in dropped.items()])
+
+
+def _auto(layer, family, methods, x, weight, bias, extra) -> str:
     grads = _grads_wanted(x, weight, bias)
     key = _key(family, x, weight, bias, extra, grads)
     entry = _cache.get(key)
-    if entry is not None and entry["kernel"] in impls:
+    if entry is not None and all(part in methods for part in kernels.split_name(entry["kernel"])):
         return entry["kernel"]
-    seconds, dropped = _measure(impls, x, weight, bias, extra, grads)
-    default = next(iter(impls))
-    best = min(seconds, key=seconds.get)
-    if default in seconds and seconds[best] > seconds[default] * (1 - MARGIN):
-        best = default
-    log.info("kernel choice for %s (%s, input %s, weight %s, %s): %s [%s]", layer, family,
-             _shape(x), _shape(weight), "forward+backward" if any(grads) else "forward", best,
-             ", ".join([f"{n} {t * 1e3:.1f} ms" for n, t in sorted(seconds.items(),
-                                                                   key=lambda kv: kv[1])]
-                       + [f"{n} dropped ({t * 1e3:.1f} ms)" for n, t in dropped.items()]))
-    _cache.put(key, {"kernel": best, "seconds": seconds, "dropped": dropped})
+    times = _measure(methods, x, weight, bias, extra, grads)
+    default = next(iter(methods))
+    chosen = {phase: _pick(seconds, default) for phase, (seconds, _) in times.items()}
+    best = kernels.join_name(chosen["forward"], chosen.get("backward", chosen["forward"]))
+    log.info("kernel choice for %s (%s, input %s, weight %s): %s [%s]", layer, family,
+             _shape(x), _shape(weight), best, "; ".join(
+                 f"{phase}: {_listing(*pair)}" for phase, pair in times.items()))
+    _cache.put(key, {"kernel": best, **{phase: {"seconds": seconds, "dropped": dropped}
+                                        for phase, (seconds, dropped) in times.items()}})
     return best
 
 
@@ -265,57 +288,64 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _measure(impls: dict[str, Callable], x, weight, bias, extra,
-             grads: tuple[bool, bool, bool]) -> tuple[dict[str, float], dict[str, float]]:
-    """({finalist: seconds}, {dropped: seconds of its first call}) on random
-    data of these shapes (a private generator leaves the net's random
-    streams untouched). Candidates more than twice as slow as the best on a
-    first call (forward alone, then the whole call) are dropped; the rest
+def _race(runs: dict[str, Callable[[], object]],
+          device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
+    """({finalist: seconds}, {dropped: seconds of its first call}). Runs more
+    than twice as slow as the best on a first call are dropped; the rest
     run again, interleaved so that other load hits them alike, and keep
     their median."""
-    generator = torch.Generator(device=x.device).manual_seed(0)
-
-    def sample(t, grad):
-        return torch.rand(t.shape, generator=generator, device=t.device,
-                          dtype=t.dtype).requires_grad_(grad)
-
-    def run(fn, backward: bool) -> float:
-        _sync(x.device)
+    def timed(run) -> float:
+        _sync(device)
         start = time.perf_counter()
-        with torch.set_grad_enabled(backward):
-            out = fn(*inputs, *extra)
-            if backward:
-                out.backward(torch.ones_like(out))
-        _sync(x.device)
-        for t in inputs:
-            if t is not None:
-                t.grad = None
+        run()
+        _sync(device)
         return time.perf_counter() - start
 
     def survivors(times: dict[str, float], factor: float) -> list[str]:
         fastest = min(times.values())
         return [n for n, t in times.items() if t <= factor * fastest or fastest < 0.01]
 
-    backward = any(grads)
-    with torch.inference_mode(False), torch.enable_grad():
-        inputs = [sample(x, grads[0]), sample(weight, grads[1]),
-                  None if bias is None else sample(bias, grads[2])]
-        seconds = {name: run(fn, False) for name, fn in impls.items()}
-        names = survivors(seconds, 2.0)
-        if backward:
-            seconds.update({name: run(impls[name], True) for name in names})
-            names = survivors({n: seconds[n] for n in names}, 2.0)
-        fastest = min(seconds[n] for n in names)
-        rounds = 3 if fastest < 0.05 else 2 if fastest < 0.5 else 1
-        names = survivors({n: seconds[n] for n in names}, 1.5)
-        times: dict[str, list[float]] = {n: [] for n in names}
-        if len(names) > 1:
-            for _ in range(rounds):
-                for name in names:
-                    times[name].append(run(impls[name], backward))
+    seconds = {name: timed(run) for name, run in runs.items()}
+    names = survivors(seconds, 2.0)
+    fastest = min(seconds[n] for n in names)
+    rounds = 3 if fastest < 0.05 else 2 if fastest < 0.5 else 1
+    names = survivors({n: seconds[n] for n in names}, 1.5)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    if len(names) > 1:
+        for _ in range(rounds):
+            for name in names:
+                times[name].append(timed(runs[name]))
     seconds.update({n: statistics.median(t) for n, t in times.items() if t})
     return ({n: seconds[n] for n in names},
             {n: t for n, t in seconds.items() if n not in names})
+
+
+def _measure(methods: dict[str, kernels.Method], x, weight, bias, extra,
+             grads: tuple[bool, bool, bool]) -> dict[str, tuple[dict, dict]]:
+    """{"forward": race results[, "backward": race results]}: each method's
+    forward, and when the call will be differentiated each method's
+    backward for exactly the gradients autograd will ask for, timed apart
+    on random data of these shapes (a private generator leaves the net's
+    random streams untouched)."""
+    generator = torch.Generator(device=x.device).manual_seed(0)
+
+    def sample(t):
+        return torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype)
+
+    with torch.inference_mode(False), torch.no_grad():
+        inputs = [sample(x), sample(weight), None if bias is None else sample(bias)]
+        results = {"forward": _race({
+            name: lambda m=method: m.forward(*inputs, *extra) for name, method in methods.items()
+        }, x.device)}
+        if any(grads):
+            out = next(iter(methods.values())).forward(*inputs, *extra)
+            grad = sample(out)
+            del out
+            results["backward"] = _race({
+                name: lambda m=method: m.backward(grad, inputs[0], inputs[1], bias is not None,
+                                                  grads, *extra)
+                for name, method in methods.items()}, x.device)
+    return results
 
 
 def layer_work(weight: torch.Tensor, positions: int) -> int:

@@ -135,6 +135,16 @@ class SolverAction(Enum):
     SNAPSHOT = "snapshot"
 
 
+def _zero_history(leaf: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A zero buffer shaped as `leaf`. On the CPU it comes from calloc, whose
+    untouched pages take no resident memory, so the history of a big net
+    becomes resident in the first update, after backward freed its
+    activations, rather than adding to the first backward's peak."""
+    if device.type != "cpu" or leaf.dtype != torch.float32 or not leaf.is_contiguous():
+        return torch.zeros_like(leaf, device=device)
+    return torch.from_numpy(np.zeros(tuple(leaf.shape), dtype=np.float32))
+
+
 class SGDSolver:
     """Stochastic gradient descent with momentum:
     history = momentum * history + rate * lr_mult * diff; data -= history.
@@ -178,7 +188,7 @@ class SGDSolver:
         self.test_scores: list[dict[str, float]] = []
         params = self.net.learnable_params
         device = params[0].leaf.device if params else mode.device()
-        self.history = [torch.zeros_like(p.leaf.detach(), device=device)
+        self.history = [_zero_history(p.leaf.detach(), device)
                         for _ in range(self.history_per_param) for p in params]
         self._decay_groups = self._group_decays()
 
