@@ -171,10 +171,27 @@ def unpack(archive: Path, into: Path) -> None:
                     raise CaffeError(f"{archive}: member {name!r} would unpack outside {into}")
             zf.extractall(into)
     elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tf:
-            tf.extractall(into, filter="data")  # the data filter refuses escaping members
+        try:
+            with tarfile.open(archive) as tf:
+                if hasattr(tarfile, "data_filter"):
+                    tf.extractall(into, filter="data")  # it refuses escaping members
+                else:  # Pythons before 3.10.12 / 3.11.4 have no filters: checks by hand
+                    _check_tar_members(tf, root)
+                    tf.extractall(into)
+        except tarfile.TarError as exc:
+            raise CaffeError(f"{archive}: {exc}") from None
     else:
         raise CaffeError(f"{archive} is neither a tar nor a zip archive")
+
+
+def _check_tar_members(tf: tarfile.TarFile, root: Path) -> None:
+    """Refuse members that would land outside `root`, and anything but
+    files and folders (links, devices): what datasets hold."""
+    for member in tf.getmembers():
+        if not (member.isfile() or member.isdir()):
+            raise tarfile.TarError(f"member {member.name!r} is not a plain file or folder")
+        if member.name.startswith("/") or not (root / member.name).resolve().is_relative_to(root):
+            raise tarfile.TarError(f"member {member.name!r} would unpack outside {root}")
 
 
 def find_folder(tree: Path, markers: tuple[str, ...]) -> Path:

@@ -114,15 +114,41 @@ def test_fetch_downloads_unpacks_and_places(tmp_path, server):
     assert prepare.fetch(dataset, data) == []  # in place already: nothing to do
 
 
-def test_unpack_refuses_members_outside_the_target(tmp_path):
+# Pythons before 3.10.12 / 3.11.4 (Debian 12's 3.11.2) have no extraction filters
+@pytest.fixture(params=["tar filters", "no tar filters"])
+def tar_filters(request, monkeypatch):
+    if request.param == "no tar filters" and hasattr(tarfile, "data_filter"):
+        monkeypatch.delattr(tarfile, "data_filter")
+    return request.param
+
+
+def test_unpack_refuses_members_outside_the_target(tmp_path, tar_filters):
     archive = tmp_path / "evil.tar"
     with tarfile.open(archive, "w") as tf:
         info = tarfile.TarInfo("../escaped.txt")
         info.size = 2
         tf.addfile(info, io.BytesIO(b"hi"))
-    with pytest.raises(tarfile.TarError):
+    with pytest.raises(CaffeError, match=r"evil\.tar: .*escaped\.txt.*outside"):
         prepare.unpack(archive, tmp_path / "out")
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_unpack_without_filters_refuses_links_and_unpacks_files(tmp_path, monkeypatch):
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    archive = tmp_path / "data.tar"
+    with tarfile.open(archive, "w") as tf:
+        info = tarfile.TarInfo("set/a.txt")
+        info.size = 2
+        tf.addfile(info, io.BytesIO(b"ok"))
+    prepare.unpack(archive, tmp_path / "out")
+    assert (tmp_path / "out" / "set" / "a.txt").read_bytes() == b"ok"
+    with tarfile.open(archive, "a") as tf:
+        link = tarfile.TarInfo("set/passwd")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(link)
+    with pytest.raises(CaffeError, match="set/passwd.*not a plain file"):
+        prepare.unpack(archive, tmp_path / "out2")
+    assert not (tmp_path / "out2" / "set" / "passwd").exists()
 
 
 def test_find_folder_explains_an_unexpected_archive(tmp_path):
