@@ -255,14 +255,14 @@ def prepare_inputs(out: Path, config: DemoConfig, seed: int = 0,
                    base: Path = demo_base.SHIPPED) -> DemoInputs:
     """The demo's scenes (`out`/data) and its base net, checked against its
     record."""
-    data = out / "data"
-    splits = demo_scenes.generate(data, seed=seed, train=config.train, val=config.val,
-                                  height=config.height, width=config.width)
-    weights, record = demo_base.shipped_base(base)
+    weights, record = demo_base.shipped_base(base)  # checked before anything is written
     made_width = record["recipe"]["width"]
     if made_width != config.net_width:
         raise CaffeError(f"{weights}: a base net of width {made_width:g}, the demo's nets "
                          f"have width {config.net_width:g}")
+    data = out / "data"
+    splits = demo_scenes.generate(data, seed=seed, train=config.train, val=config.val,
+                                  height=config.height, width=config.width)
     return DemoInputs(data, splits, weights, demo_base.describe(record))
 
 

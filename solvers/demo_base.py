@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -302,13 +303,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger().addHandler(glog.console_handler())
     recipe = QUICK_RECIPE if args.quick else SHIPPED_RECIPE
     target = (args.out / BASE_FILE) if args.out else SHIPPED
-    with tempfile.TemporaryDirectory(prefix="demo-base-") as work:
-        made = make_base(Path(work), recipe)
+    try:  # the destination is checked before minutes of pretraining
         target.parent.mkdir(parents=True, exist_ok=True)
-        # the record last: a caffemodel without its matching record is refused
-        for source, destination in ((made, target), (record_path(made), record_path(target))):
-            with atomic_output(destination) as stream:
-                stream.write(source.read_bytes())
+        if not os.access(target.parent, os.W_OK):
+            raise PermissionError(f"{target.parent}: not writable")
+        with tempfile.TemporaryDirectory(prefix="demo-base-") as work:
+            made = make_base(Path(work), recipe)
+            # the record last: a caffemodel without its matching record is refused
+            for source, destination in ((made, target),
+                                        (record_path(made), record_path(target))):
+                with atomic_output(destination) as stream:
+                    stream.write(source.read_bytes())
+    except (OSError, CaffeError) as exc:
+        parser.exit(1, f"demo_base: error: {exc}\n")
     print(f"{target}: sha1 {sha1(target)} ({json.loads(record_path(target).read_text())['seconds']} s)")
     return 0
 

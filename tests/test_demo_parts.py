@@ -182,3 +182,26 @@ def test_the_shipped_base_is_the_one_its_recipe_makes_now():
     assert record["recipe"] == asdict(demo_base.SHIPPED_RECIPE)
     assert record["feature_rms"] == demo_base.FEATURE_RMS
     assert record["pretrain_net"] == demo_base.PRETRAIN_NET
+
+
+def test_make_base_refuses_an_unusable_destination_before_pretraining(tmp_path, capsys):
+    from solvers import demo_base
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as stop:
+        demo_base.main(["--quick", "--out", str(blocker / "base")])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert str(blocker) in err and "pretrain" not in err  # refused before pretraining
+
+
+def test_demo_checks_its_base_before_writing_scenes(tmp_path, capsys):
+    from solvers import demo
+
+    with pytest.raises(SystemExit) as stop:
+        demo.main(["--quick", "--out", str(tmp_path / "out"), "--base",
+                   str(tmp_path / "missing.caffemodel")])
+    assert stop.value.code == 1
+    assert "missing.caffemodel" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "data").exists()
