@@ -197,11 +197,12 @@ def _grouped_mm(gemm, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> No
 
 # ---------------------------------------------------------------- im2col + GEMM, by bands
 
-def _bands(window: Window, out_rows: int, out_cols: int, column_rows: int) -> list[range]:
-    """Output rows in bands whose columns fit COLUMN_BYTES."""
+def _bands(window: Window, out_rows: int, out_cols: int, column_rows: int,
+           item_bytes: int) -> list[range]:
+    """Output rows in bands whose columns (of `item_bytes` elements) fit COLUMN_BYTES."""
     if window.pointwise:
         return [range(0, out_rows)]
-    step = max(1, COLUMN_BYTES // max(column_rows * out_cols * 4, 1))
+    step = max(1, COLUMN_BYTES // max(column_rows * out_cols * item_bytes, 1))
     return [range(r, min(r + step, out_rows)) for r in range(0, out_rows, step)]
 
 
@@ -292,7 +293,8 @@ def _to_grid(image: torch.Tensor, weight: torch.Tensor, window: Window, gemm) ->
     length = out_size[0] * out_size[1]
     weights = weight.reshape(window.groups, weight.shape[0] // window.groups, -1)
     out = image.new_empty((image.shape[0], weight.shape[0]) + out_size)
-    bands = _bands(window, out_size[0], out_size[1], weight[0].numel() * window.groups)
+    bands = _bands(window, out_size[0], out_size[1], weight[0].numel() * window.groups,
+                   image.element_size())
     workspace = _workspace(image, image.shape[1], image.shape[3], out_size[1], window, bands)
     for i in range(image.shape[0]):
         flat = out[i].view(weight.shape[0], length)
@@ -309,7 +311,8 @@ def _to_image(grid: torch.Tensor, weight: torch.Tensor, window: Window, image_si
     weights = weight.reshape(groups, weight.shape[0] // groups, -1).transpose(1, 2)
     channels, width = weight.shape[1] * groups, grid.shape[3]
     out = grid.new_zeros((grid.shape[0], channels) + tuple(image_size))
-    bands = _bands(window, grid.shape[2], width, weight[0].numel() * groups)
+    bands = _bands(window, grid.shape[2], width, weight[0].numel() * groups,
+                   grid.element_size())
     workspace = _workspace(grid, channels, image_size[1], width, window, bands)
     for i in range(grid.shape[0]):
         flat = grid[i].reshape(grid.shape[1], -1)
@@ -329,7 +332,8 @@ def _weight_grad(grid: torch.Tensor, image: torch.Tensor, weight: torch.Tensor,
     groups, width = window.groups, grid.shape[3]
     rows_per_group, columns_per_group = weight.shape[0] // groups, weight[0].numel()
     total = weight.new_empty((weight.shape[0], columns_per_group))
-    bands = _bands(window, grid.shape[2], width, columns_per_group * groups)
+    bands = _bands(window, grid.shape[2], width, columns_per_group * groups,
+                   grid.element_size())
     workspace = _workspace(image, image.shape[1], image.shape[3], width, window, bands)
     for i in range(grid.shape[0]):
         flat = grid[i].reshape(grid.shape[1], -1)
