@@ -196,7 +196,7 @@ def test_make_base_refuses_an_unusable_destination_before_pretraining(tmp_path, 
     assert str(blocker) in err and "pretrain" not in err  # refused before pretraining
 
 
-def test_demo_checks_its_base_before_writing_scenes(tmp_path, capsys):
+def test_demo_checks_its_base_before_writing_or_replacing_anything(tmp_path, capsys):
     from solvers import demo
 
     with pytest.raises(SystemExit) as stop:
@@ -204,4 +204,4 @@ def test_demo_checks_its_base_before_writing_scenes(tmp_path, capsys):
                    str(tmp_path / "missing.caffemodel")])
     assert stop.value.code == 1
     assert "missing.caffemodel" in capsys.readouterr().err
-    assert not (tmp_path / "out" / "data").exists()
+    assert not (tmp_path / "out").exists()
