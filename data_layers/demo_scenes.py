@@ -201,7 +201,7 @@ def _paint(rng, height, width, placed) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_scene(rng: np.random.RandomState, height: int, width: int):
-    """One scene of three to six objects of any classes: (RGB uint8, labels, labels
+    """One scene of COUNT objects of any classes: (RGB uint8, labels, labels
     with VOC's void rings)."""
     kinds = [KINDS[i] for i in rng.randint(len(KINDS), size=rng.randint(*COUNT))]
     placed = _place(kinds, rng, height, width)
