@@ -300,7 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from torchcaffe import glog
 
-    logging.getLogger().addHandler(glog.console_handler())
+    console = glog.console_handler()
+    root = logging.getLogger()
+    root.addHandler(console)  # removed again below: main() may be called from Python
     recipe = QUICK_RECIPE if args.quick else SHIPPED_RECIPE
     target = (args.out / BASE_FILE) if args.out else SHIPPED
     try:  # the destination is checked before minutes of pretraining
@@ -316,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     stream.write(source.read_bytes())
     except (OSError, CaffeError) as exc:
         parser.exit(1, f"demo_base: error: {exc}\n")
+    finally:
+        root.removeHandler(console)
     print(f"{target}: sha1 {sha1(target)} ({json.loads(record_path(target).read_text())['seconds']} s)")
     return 0
 

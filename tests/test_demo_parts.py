@@ -3,6 +3,7 @@ function-preserving rescaling of the base net."""
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import numpy as np
 import pytest
@@ -141,11 +142,12 @@ def test_make_base_writes_a_base_and_its_record_that_the_demo_accepts(tmp_path):
     from solvers import demo_base
     from torchcaffe.errors import CaffeError
 
-    threads = torch.get_num_threads()
+    threads, handlers = torch.get_num_threads(), list(logging.getLogger().handlers)
     try:
         assert demo_base.main(["--quick", "--out", str(tmp_path / "base")]) == 0
     finally:
         torch.set_num_threads(threads)
+    assert logging.getLogger().handlers == handlers  # its console handler is gone again
     weights = tmp_path / "base" / demo_base.BASE_FILE
     record = json.loads(demo_base.record_path(weights).read_text())
     assert record["recipe"]["iters"] == demo_base.QUICK_RECIPE.iters
