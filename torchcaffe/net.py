@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from . import mode
+from . import host_memory, mode
 from .blob import Blob, ParamBlob, SyncedTensor
 from .errors import INT_MAX, CaffeError, LayerError, clip
 # the implementations live in layer_types/ (not layers/: pycaffe's
@@ -240,6 +240,7 @@ class Net:
                  weights: str | os.PathLike | None = None, level: int | None = None,
                  stages: Iterable[str] | None = None, keep_diffs: bool = True):
         phase, weights = _parse_net_args(args, phase, weights)
+        host_memory.retain_freed_memory()
         if isinstance(network_file, caffe_pb2.NetParameter):
             param = caffe_pb2.NetParameter()
             param.CopyFrom(network_file)
