@@ -19,7 +19,7 @@ def pytest_terminal_summary(terminalreporter):
 # must not change any result beyond the suites' tolerances.
 GOLDEN_MODULES = {"test_golden_layers", "test_golden_nets", "test_golden_solver", "test_golden_zoo"}
 # (forward/backward pairs: one method's forward with another's backward)
-FORCED_KERNELS = ["auto", "im2col,addmm", "channels_last", "im2col_openblas,addmm_openblas",
+FORCED_KERNELS = ["auto", "im2col,addmm", "channels_last", "winograd", "im2col_openblas,addmm_openblas",
                   "channels_last/im2col_openblas,linear/addmm_openblas"]
 
 

@@ -277,7 +277,9 @@ def test_environment_sets_the_policy(monkeypatch):
         assert kernel_choice.current_policy().for_layer("other") == ("default",)
 
 
-CONV_METHODS = ["channels_last", "direct", "im2col", "im2col_openblas"]
+CONV_METHODS = ["channels_last", "direct", "im2col", "im2col_openblas", "winograd"]
+# winograd is for inference only
+TRAINING_METHODS = [m for m in CONV_METHODS if m != "winograd"]
 
 
 def _is_conv_kernel(name: str) -> bool:
@@ -316,20 +318,21 @@ def test_choice_is_measured_once_and_survives_a_new_process(measured, monkeypatc
         first = _choose()
         assert _choose() == first
     assert torch.equal(torch.get_rng_state(), state), "measuring must not draw from torch's RNG"
-    assert calls == [CONV_METHODS]
+    assert calls == [TRAINING_METHODS]
     entries = json.loads(path.read_text())["entries"]
     (key, entry), = entries.items()
     assert entry["kernel"] == first
     for phase in ("forward", "backward"):
-        assert set(entry[phase]["seconds"]) | set(entry[phase]["dropped"]) == set(CONV_METHODS)
+        assert set(entry[phase]["seconds"]) | set(entry[phase]["dropped"]) == \
+            set(TRAINING_METHODS)
     assert "x=1x8x12x12" in key and "grad=w" in key and f"threads={torch.get_num_threads()}" in key
     # a new process: an empty in-memory cache reads the file instead of measuring
     monkeypatch.setattr(kernel_choice, "_cache", kernel_choice._Cache())
     with torch.enable_grad():
         assert _choose() == first
-    with torch.no_grad():  # forward only is another key
+    with torch.no_grad():  # forward only is another key, with winograd among the methods
         _choose()
-    assert len(calls) == 2 and len(json.loads(path.read_text())["entries"]) == 2
+    assert calls[1:] == [CONV_METHODS] and len(json.loads(path.read_text())["entries"]) == 2
 
 
 def test_small_layers_are_not_measured(measured):
@@ -368,7 +371,7 @@ def test_cached_unknown_kernel_is_measured_again(measured, monkeypatch):
 
 def test_auto_combines_the_fastest_forward_and_the_fastest_backward(measured, monkeypatch):
     def race(seconds):
-        return ({n: seconds.get(n, 1.0) for n in CONV_METHODS}, {})
+        return ({n: seconds.get(n, 1.0) for n in TRAINING_METHODS}, {})
     fake = {"forward": race({"channels_last": 0.5}), "backward": race({"im2col_openblas": 0.5})}
     monkeypatch.setattr(kernel_choice, "_measure", lambda *args: {
         phase: fake[phase] for phase in (("forward", "backward") if any(args[-1]) else ("forward",))})
@@ -480,3 +483,84 @@ def test_openblas_methods_only_for_cpu_float_tensors():
         assert "im2col_openblas" not in names and "direct" in names
     assert "addmm_openblas" not in kernel_choice.candidates("InnerProduct",
                                                             torch.ones(2, 3, device="meta"))
+
+
+# ---------------------------------------------------------------- Winograd (NNPACK)
+
+needs_nnpack = pytest.mark.skipif(not kernels.NNPACK.available, reason="no NNPACK in this torch")
+# (in, out, pad, batch, height, width, bias): 3x3 stride 1, the Winograd layers
+WINOGRAD_GEOMETRIES = [(3, 4, 1, 2, 7, 9, True), (5, 3, 0, 1, 8, 13, False),
+                       (4, 4, 1, 1, 1, 1, True), (64, 32, 1, 1, 20, 23, True)]
+
+
+@needs_nnpack
+@pytest.mark.parametrize("g", WINOGRAD_GEOMETRIES,
+                         ids=[f"{g[0]}to{g[1]}-p{g[2]}-n{g[3]}-{g[4]}x{g[5]}" for g in WINOGRAD_GEOMETRIES])
+def test_winograd_equals_explicit_sums_within_its_rounding(g):
+    c, o, pad, n, h, w, bias = g
+    gen = torch.Generator().manual_seed(c + o)
+    x, weight = torch.randn(n, c, h, w, generator=gen), torch.randn(o, c, 3, 3, generator=gen)
+    b = torch.randn(o, generator=gen) if bias else None
+    window = Window((3, 3), (1, 1), (pad, pad), (1, 1), 1)
+    got = kernels.kernel("Convolution", "winograd")(x, weight, b, window)
+    expected = conv_loops(x.double().numpy(), weight.double().numpy(),
+                          None if b is None else b.double().numpy(), window)
+    assert got.shape == expected.shape
+    # the transforms round more than plain sums (~1e-5 of the scale on VGG
+    # layers), far less than the golden suites' 1e-4
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=5e-5 * np.abs(expected).max())
+
+
+@needs_nnpack
+def test_winograd_backward_when_forced_is_the_torch_operators():
+    window = Window((3, 3), (1, 1), (1, 1), (1, 1), 1)
+    grads = []
+    for name in ("direct", "winograd"):
+        gen = torch.Generator().manual_seed(3)
+        x, w, b = (torch.randn(s, generator=gen).requires_grad_() for s in
+                   ((2, 6, 9, 10), (4, 6, 3, 3), (4,)))
+        y = kernels.kernel("Convolution", name)(x, w, b, window)
+        y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
+        grads.append([x.grad, w.grad, b.grad])
+    for got, expected in zip(*grads[::-1]):
+        assert torch.equal(got, expected)
+
+
+@needs_nnpack
+def test_winograd_is_offered_only_where_it_computes_the_layer(monkeypatch):
+    x = torch.ones(1, 8, 12, 12)
+
+    def offered(family="Convolution", t=x, kernel=(3, 3), stride=1, pad=1, dilation=1, groups=1):
+        window = Window(kernel, (stride, stride), (pad, pad), (dilation, dilation), groups)
+        return "winograd" in kernel_choice.candidates(family, t, (window,))
+
+    assert offered() and offered(pad=0)
+    assert not offered(pad=100)  # FCN's conv1_1
+    assert not offered(stride=2) and not offered(kernel=(5, 5)) and not offered(kernel=(1, 1))
+    assert not offered(dilation=2) and not offered(groups=2)
+    assert not offered("Deconvolution") and not offered(t=x.double())
+    assert not offered(t=torch.ones(1, 8, 12, 12, device="meta"))
+    # nor where backward runs through the call: its rounding compounds over steps
+    window = Window((3, 3), (1, 1), (1, 1), (1, 1), 1)
+    assert "winograd" not in kernel_choice.candidates("Convolution", x, (window,),
+                                                      differentiated=True)
+    # NNPACK's pool keeps the thread count of its first call
+    monkeypatch.setattr(kernels.NNPACK, "threads", torch.get_num_threads() + 1)
+    assert not offered()
+
+
+def test_a_method_can_be_left_out_everywhere(measured):
+    _, calls = measured
+    policy = kernel_choice.parse_policy("auto,-winograd,-im2col")
+    assert policy.excluded == {"winograd", "im2col"} and policy.default == ("auto",)
+    with kernel_choice.policy(policy):
+        _choose()
+    with kernel_choice.policy(policy), torch.no_grad():
+        _choose()
+    assert calls == [[m for m in TRAINING_METHODS if m != "im2col"],
+                     [m for m in CONV_METHODS if m not in ("winograd", "im2col")]]
+    # a family's default cannot be left out: it is what runs otherwise
+    with kernel_choice.policy("default,-direct"):
+        assert _choose() == "direct"
+    with pytest.raises(CaffeError, match="cannot leave out 'fast'.*not a method"):
+        kernel_choice.parse_policy("auto,-fast")

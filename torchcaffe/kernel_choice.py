@@ -3,7 +3,8 @@ InnerProduct: chosen per layer shape and device, as `cudnn.benchmark` does.
 
 The policy comes from the environment variable TORCHCAFFE_KERNELS or from
 `set_policy()`: a default, optionally followed by per-layer choices, e.g.
-`auto`, `default`, `im2col_openblas`, or `auto,fc6=im2col,fc7=direct/im2col`.
+`auto`, `default`, `im2col_openblas`, or `auto,fc6=im2col,fc7=direct/im2col`;
+`-method` leaves a method out everywhere (`auto,-winograd`).
 
 - `auto` (the default): layers of fewer than MIN_MEASURED_MACS multiply-adds
   run the family's default kernel (measuring them would cost more than it
@@ -18,7 +19,7 @@ The policy comes from the environment variable TORCHCAFFE_KERNELS or from
   torch version, so it is measured once.
 - `default`: torch's own operator everywhere (oneDNN / cuDNN; F.linear).
 - kernel names (methods `direct`, `channels_last`, `im2col`,
-  `im2col_openblas`, `linear`, `addmm`, `addmm_openblas`, or
+  `im2col_openblas`, `winograd`, `linear`, `addmm`, `addmm_openblas`, or
   `forward/backward` pairs of them): the first of them that the layer type
   and shape have, else the default; `im2col,addmm` forces Caffe's algorithm
   on all three types.
@@ -54,11 +55,14 @@ _CACHE_VERSION = 2
 
 class Policy:
     """Default choices (`auto`, `default` or kernel names, the first that
-    applies wins) and per-layer choices (one each)."""
+    applies wins), per-layer choices (one each) and methods left out (never
+    a family's default)."""
 
-    def __init__(self, default: tuple[str, ...] = (AUTO,), layers: dict[str, str] | None = None):
+    def __init__(self, default: tuple[str, ...] = (AUTO,), layers: dict[str, str] | None = None,
+                 excluded: frozenset[str] = frozenset()):
         self.default = tuple(default)
         self.layers = dict(layers or {})
+        self.excluded = frozenset(excluded)
 
     def for_layer(self, name: str) -> tuple[str, ...]:
         return (self.layers[name],) if name in self.layers else self.default
@@ -78,11 +82,17 @@ def _valid(choice: str) -> bool:
 
 def parse_policy(text: str, source: str = ENV_POLICY) -> Policy:
     """Comma-separated items: `auto`, `default` or kernel names for every
-    layer, and `layer=choice` for one layer."""
-    valid = [AUTO, DEFAULT] + kernel_names() + ["FORWARD/BACKWARD"]
-    policy, defaults = Policy(), []
+    layer, `layer=choice` for one layer, `-method` to leave a method out."""
+    valid = [AUTO, DEFAULT] + kernel_names() + ["FORWARD/BACKWARD", "-METHOD"]
+    policy, defaults, excluded = Policy(), [], set()
     for item in (part.strip() for part in text.split(",")):
         if not item:
+            continue
+        if item.startswith("-"):
+            if item[1:] not in kernel_names():
+                raise CaffeError(f"{source}: cannot leave out '{item[1:]}' in '{text}': not a "
+                                 f"method (methods: {', '.join(kernel_names())})")
+            excluded.add(item[1:])
             continue
         layer, _, choice = item.rpartition("=")
         if not _valid(choice):
@@ -94,6 +104,7 @@ def parse_policy(text: str, source: str = ENV_POLICY) -> Policy:
             defaults.append(choice)
     if defaults:
         policy.default = tuple(defaults)
+    policy.excluded = frozenset(excluded)
     return policy
 
 
@@ -220,22 +231,30 @@ def _key(family: str, x, weight, bias, extra: tuple, grads: tuple[bool, bool, bo
             f"|threads={torch.get_num_threads()}|torch={torch.__version__}")
 
 
-def candidates(family: str, x: torch.Tensor) -> dict[str, kernels.Method]:
-    """The methods that can run this call, the family's default first."""
+def candidates(family: str, x: torch.Tensor, extra: tuple = (),
+               excluded: frozenset[str] = frozenset(),
+               differentiated: bool = False) -> dict[str, kernels.Method]:
+    """The methods that can run this call (`extra`: the layer's geometry;
+    `differentiated`: backward will run through it), the family's default
+    first and never left out."""
+    default = next(iter(kernels.FAMILIES[family]))
     return {name: method for name, method in kernels.FAMILIES[family].items()
-            if kernels.available(method, x)
+            if (name == default or name not in excluded)
+            and not (differentiated and method.inference_only)
+            and kernels.available(method, x, extra)
             and (family == "InnerProduct" or x.dim() == 4 or name not in kernels.TWO_D_ONLY)}
 
 
 def choose(layer: str, family: str, work: int, x, weight, bias,
            *extra) -> tuple[str, Callable]:
     """(kernel name, implementation) for this layer's call `fn(x, weight, bias, *extra)`."""
-    methods = candidates(family, x)
+    grads = _grads_wanted(x, weight, bias)
+    methods = candidates(family, x, extra, current_policy().excluded, any(grads))
     default = next(iter(methods))
     for spec in current_policy().for_layer(layer):
         if spec == AUTO:
             if work >= MIN_MEASURED_MACS:
-                spec = _auto(layer, family, methods, x, weight, bias, extra)
+                spec = _auto(layer, family, methods, x, weight, bias, extra, grads)
                 return spec, kernels.kernel(family, spec)
             break
         if spec == DEFAULT:
@@ -265,8 +284,7 @@ def _listing(seconds: dict[str, float], dropped: dict[str, float]) -> str:
                      + [f"{n} dropped ({t * 1e3:.1f} ms)" for n, t in dropped.items()])
 
 
-def _auto(layer, family, methods, x, weight, bias, extra) -> str:
-    grads = _grads_wanted(x, weight, bias)
+def _auto(layer, family, methods, x, weight, bias, extra, grads) -> str:
     key = _key(family, x, weight, bias, extra, grads)
     entry = _cache.get(key)
     if entry is not None and all(part in methods for part in kernels.split_name(entry["kernel"])):

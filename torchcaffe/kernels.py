@@ -21,6 +21,14 @@ OpenBLAS's GEMM. The methods:
   torch's BLAS (MKL) or numpy's bundled OpenBLAS. Backward recomputes the
   columns rather than keeping them, so no method keeps more than the input
   and the weight for backward.
+- `winograd` (Convolution, 3x3, stride 1, pad at most 1, no dilation or
+  groups, CPU float32, inference only): NNPACK's Winograd F(6x6, 3x3), the
+  algorithm cuDNN picks for such layers on GPUs. Its sums are the same in
+  exact arithmetic, but its transforms round more: about 1e-5 of the
+  output's scale against 2e-6 for `direct` on VGG layers. That is within
+  the golden tolerances for one pass, but compounded over training steps it
+  is not, so it is offered only for calls no backward runs through
+  (deploy, scoring); `-winograd` in the policy leaves it out.
 - InnerProduct `linear` (torch's F.linear), `addmm` (one GEMM with the bias
   as its initial value) and `addmm_openblas` (OpenBLAS's GEMM, then the bias,
   as Caffe adds it).
@@ -419,6 +427,38 @@ def _direct_backward(transposed: bool, nhwc: bool) -> Callable:
     return backward
 
 
+# ---------------------------------------------------------------- Winograd (NNPACK)
+
+class _Nnpack:
+    """NNPACK through torch. It must be initialized before its first call,
+    and its thread pool keeps the thread count of that first call, so it is
+    offered only while torch's count is still that one."""
+
+    def __init__(self):
+        self._ready: bool | None = None
+        self.threads: int | None = None
+
+    @property
+    def available(self) -> bool:
+        if self._ready is None:
+            self._ready = bool(torch.backends.nnpack.is_available())
+        return self._ready and self.threads in (None, torch.get_num_threads())
+
+    def convolution(self, x, weight, bias, window: Window) -> torch.Tensor:
+        if self.threads is None:
+            self.threads = torch.get_num_threads()
+        return torch._nnpack_spatial_convolution(x.contiguous(), weight.contiguous(), bias,
+                                                 list(window.pad), list(window.stride))
+
+
+NNPACK = _Nnpack()
+
+
+def _winograd_accepts(window: Window) -> bool:
+    return (window.kernel == (3, 3) and window.stride == (1, 1) and window.dilation == (1, 1)
+            and window.groups == 1 and all(p <= 1 for p in window.pad))
+
+
 # ---------------------------------------------------------------- InnerProduct
 
 def _as_matrix(x: torch.Tensor) -> torch.Tensor:
@@ -471,16 +511,23 @@ class Method:
     `forward(x, weight, bias, *extra)`; `backward(grad, x, weight, has_bias,
     (need x, need weight, need bias), *extra) -> (grad x, grad weight, grad
     bias)`, None where not needed. `native`: the forward is torch operators
-    whose own autograd backward is this backward."""
+    whose own autograd backward is this backward. `nnpack`, `openblas`: the
+    library it needs."""
 
     forward: Callable
     backward: Callable
     native: bool = False
     openblas: bool = False
+    nnpack: bool = False
+    #: the window geometries it computes (None: every one)
+    accepts: Callable[[Window], bool] | None = None
+    #: only for calls no backward runs through (its rounding would compound
+    #: over training steps)
+    inference_only: bool = False
 
 
 def _conv_methods(transposed: bool) -> dict[str, Method]:
-    return {
+    methods = {
         "direct": Method(_direct_forward(transposed, False), _direct_backward(transposed, False),
                          native=True),
         "channels_last": Method(_direct_forward(transposed, True),
@@ -490,6 +537,11 @@ def _conv_methods(transposed: bool) -> dict[str, Method]:
         "im2col_openblas": Method(_im2col_forward(OPENBLAS, transposed),
                                   _im2col_backward(OPENBLAS, transposed), openblas=True),
     }
+    if not transposed:
+        methods["winograd"] = Method(NNPACK.convolution, methods["direct"].backward,
+                                     nnpack=True, accepts=_winograd_accepts,
+                                     inference_only=True)
+    return methods
 
 
 # method name -> Method, the first of each being the default
@@ -504,14 +556,19 @@ INNER_PRODUCT = {
 FAMILIES = {"Convolution": CONVOLUTION, "Deconvolution": DECONVOLUTION,
             "InnerProduct": INNER_PRODUCT}
 #: methods that handle only two spatial axes
-TWO_D_ONLY = {"channels_last", "im2col", "im2col_openblas"}
+TWO_D_ONLY = {"channels_last", "im2col", "im2col_openblas", "winograd"}
 
 
-def available(method: Method, x: torch.Tensor) -> bool:
-    """Whether `method` can run on tensors like `x` (OpenBLAS: CPU float32
-    and float64 only)."""
-    return not method.openblas or (x.device.type == "cpu" and x.dtype in _BLAS_DTYPES
-                                   and OPENBLAS.available)
+def available(method: Method, x: torch.Tensor, extra: tuple = ()) -> bool:
+    """Whether `method` can run on tensors like `x` with the layer's `extra`
+    arguments (a Window for (de)convolutions). OpenBLAS: CPU float32 and
+    float64 only; NNPACK: CPU float32 only."""
+    cpu = x.device.type == "cpu"
+    if method.openblas and not (cpu and x.dtype in _BLAS_DTYPES and OPENBLAS.available):
+        return False
+    if method.nnpack and not (cpu and x.dtype == torch.float32 and NNPACK.available):
+        return False
+    return method.accepts is None or (bool(extra) and method.accepts(extra[0]))
 
 
 def split_name(name: str) -> tuple[str, str]:
