@@ -24,8 +24,8 @@ import platform
 import sys
 import time
 
-SECTIONS = ["vs_caffe", "infer_speed", "net_speed", "load_speed", "solver_speed", "score_speed",
-            "data_speed", "dist_speed"]
+SECTIONS = ["vs_caffe", "kernel_accuracy", "infer_speed", "net_speed", "load_speed",
+            "solver_speed", "score_speed", "data_speed", "dist_speed"]
 
 
 def _devices() -> list[str]:

@@ -6,10 +6,12 @@ Rows (speed-ups: the baseline's median time / torchcaffe's):
 - deploy forward at 1x3x375x500 and 1x3x500x500;
 - peak resident memory (VmHWM, the process's RSS high-water mark) of a
   fresh process doing MEMORY_STEPS training steps (from the second on, the
-  solver's history is resident too, as in a training run): torchcaffe with
-  its kernel choice
-  and with `TORCHCAFFE_KERNELS=default` (torch's own operator in every
-  layer, as the plain module) against the plain module.
+  solver's history is resident too, as in a training run), and the page
+  faults of its last step: torchcaffe as shipped, with
+  `TORCHCAFFE_KERNELS=default` (torch's own operator in every layer, as the
+  plain module) and with `TORCHCAFFE_MALLOC=system` (glibc's malloc
+  untuned), against the plain module (which builds no Net, so runs on
+  glibc's defaults).
 
 Each baseline runs with the same weights (random, std 0.01) and inputs.
 Caffe runs when given (`--caffe-python`, `--caffe-root`, or FCN_CAFFE=pycaffe
@@ -27,6 +29,7 @@ import json
 import logging
 import multiprocessing
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -244,22 +247,25 @@ def _interleaved(variants, tasks: dict, rounds: int) -> dict:
     return times
 
 
-def _peak_child(which: str, folder: str, policy: str | None, threads: int, queue) -> None:
-    if policy is not None:
-        os.environ["TORCHCAFFE_KERNELS"] = policy
+def _peak_child(which: str, folder: str, env: dict, threads: int, queue) -> None:
+    os.environ.update(env)
     torch.set_num_threads(threads)
     # training steps only: ours without its deploy nets
     variant = Ours(Path(folder), deploy=False) if which == "ours" else Plain(Path(folder))
     for _ in range(MEMORY_STEPS):
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         variant.step()
-    queue.put(_peak_rss_mib())
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    queue.put((_peak_rss_mib(), faults))
 
 
-def _peak_memory(which: str, folder: Path, policy: str | None = None) -> float:
+def _peak_memory(which: str, folder: Path, env: dict | None = None) -> tuple[float, int]:
+    """(peak RSS in MiB, page faults of the last step) of a fresh process
+    doing MEMORY_STEPS training steps with `env` set."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_peak_child, args=(which, str(folder), policy,
-                                                                 OPTIONS["threads"], queue))
+    process = context.Process(target=_peak_child, args=(which, str(folder), env or {},
+                                                         OPTIONS["threads"], queue))
     process.start()
     value = queue.get()
     process.join()
@@ -332,12 +338,19 @@ def run(device: str) -> list[dict]:
                     "speedup": True,
                     "spread": {n: [min(t) * 1e3, max(t) * 1e3] for n, t in by_variant.items()}})
         del variants
-        plain = _peak_memory("plain", folder)
-        for label, policy in (("kernel choice", None), ("TORCHCAFFE_KERNELS=default", "default")):
+        plain, plain_faults = _peak_memory("plain", folder)
+        for label, env in (("as shipped", {}),
+                           ("TORCHCAFFE_KERNELS=default", {"TORCHCAFFE_KERNELS": "default"}),
+                           ("TORCHCAFFE_MALLOC=system", {"TORCHCAFFE_MALLOC": "system"})):
+            peak, faults = _peak_memory("ours", folder, env)
             rows.append({"metric": f"voc-fcn8s peak RSS over {MEMORY_STEPS} training steps, "
                                    f"{label}",
-                         "value": _peak_memory("ours", folder, policy), "unit": "MiB",
+                         "value": peak, "unit": "MiB",
                          "baseline": "torch.nn module", "baseline_value": plain})
+            rows.append({"metric": f"voc-fcn8s page faults in training step {MEMORY_STEPS}, "
+                                   f"{label}",
+                         "value": faults, "unit": "",
+                         "baseline": "torch.nn module", "baseline_value": plain_faults})
     return rows
 
 

@@ -24,11 +24,12 @@ OpenBLAS's GEMM. The methods:
 - `winograd` (Convolution, 3x3, stride 1, pad at most 1, no dilation or
   groups, CPU float32, inference only): NNPACK's Winograd F(6x6, 3x3), the
   algorithm cuDNN picks for such layers on GPUs. Its sums are the same in
-  exact arithmetic, but its transforms round more: about 1e-5 of the
-  output's scale against 2e-6 for `direct` on VGG layers. That is within
-  the golden tolerances for one pass, but compounded over training steps it
-  is not, so it is offered only for calls no backward runs through
-  (deploy, scoring); `-winograd` in the policy leaves it out.
+  exact arithmetic, but its transforms round more: on VGG16's 3x3 layers
+  its largest error is 6e-6 to 8e-6 of the largest output, against 1e-6 to
+  4e-6 for `direct` (`python -m bench --only kernel_accuracy`). That is
+  within the golden tolerances for one pass, but compounded over training
+  steps it is not, so it is offered only for calls no backward runs
+  through (deploy, scoring); `-winograd` in the policy leaves it out.
 - InnerProduct `linear` (torch's F.linear), `addmm` (one GEMM with the bias
   as its initial value) and `addmm_openblas` (OpenBLAS's GEMM, then the bias,
   as Caffe adds it).
