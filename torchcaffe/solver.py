@@ -37,6 +37,7 @@ import base64
 import contextlib
 import json
 import logging
+import mmap
 import os
 import time
 from enum import Enum
@@ -136,13 +137,17 @@ class SolverAction(Enum):
 
 
 def _zero_history(leaf: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A zero buffer shaped as `leaf`. On the CPU it comes from calloc, whose
-    untouched pages take no resident memory, so the history of a big net
-    becomes resident in the first update, after backward freed its
-    activations, rather than adding to the first backward's peak."""
-    if device.type != "cpu" or leaf.dtype != torch.float32 or not leaf.is_contiguous():
+    """A zero buffer shaped as `leaf`. On the CPU it is fresh anonymous
+    memory, whose untouched pages take no resident memory, so the history
+    of a big net becomes resident in the first update, after backward freed
+    its activations, rather than adding to the first backward's peak. (Not
+    malloc's: with freed memory kept for reuse, a calloc may zero pages
+    that are already resident, which backward would then miss.)"""
+    if device.type != "cpu" or leaf.dtype != torch.float32 or not leaf.is_contiguous() \
+            or not leaf.numel():
         return torch.zeros_like(leaf, device=device)
-    return torch.from_numpy(np.zeros(tuple(leaf.shape), dtype=np.float32))
+    pages = mmap.mmap(-1, leaf.numel() * leaf.element_size())
+    return torch.from_numpy(np.frombuffer(pages, dtype=np.float32).reshape(tuple(leaf.shape)))
 
 
 class SGDSolver:
