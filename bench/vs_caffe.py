@@ -6,8 +6,9 @@ Rows (speed-ups: the baseline's median time / torchcaffe's):
 - deploy forward at 1x3x375x500 and 1x3x500x500;
 - peak resident memory (VmHWM, the process's RSS high-water mark) of a
   fresh process doing MEMORY_STEPS training steps (from the second on, the
-  solver's history is resident too, as in a training run), and the page
-  faults of its last step: torchcaffe as shipped, with
+  solver's history is resident too, as in a training run; with freed
+  memory kept for reuse, glibc's heap reaches its steady size by the
+  third), and the page faults of its last step: torchcaffe as shipped, with
   `TORCHCAFFE_KERNELS=default` (torch's own operator in every layer, as the
   plain module) and with `TORCHCAFFE_MALLOC=system` (glibc's malloc
   untuned), against the plain module (which builds no Net, so runs on
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 TRAIN_SIZE = (375, 500)
 DEPLOY_SIZES = [(375, 500), (500, 500)]
 ROUNDS = 2
-MEMORY_STEPS = 2
+MEMORY_STEPS = 4
 #: set by bench.__main__ from its options
 OPTIONS = {"rounds": ROUNDS, "caffe_python": None, "caffe_root": None, "threads": 1}
 SOLVER = dict(base_lr=1e-14, lr_policy="fixed", momentum=0.99, weight_decay=0.0005,
