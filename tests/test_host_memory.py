@@ -1,7 +1,5 @@
 """Freed host memory is reused, not faulted in again (glibc only): each case
 runs in a fresh interpreter, since malloc's settings are per process."""
-import ctypes
-import ctypes.util
 import json
 import os
 import subprocess
@@ -11,20 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from torchcaffe import host_memory
+
 REPO = Path(__file__).resolve().parents[1]
 BLOCK_MIB = 256
 PAGES = BLOCK_MIB * 2**20 // os.sysconf("SC_PAGE_SIZE")
 
 
-def _is_glibc() -> bool:
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").gnu_get_libc_version
-    except (OSError, AttributeError):
-        return False
-    return True
-
-
-glibc_only = pytest.mark.skipif(not _is_glibc(), reason="malloc tuning is glibc's")
+glibc_only = pytest.mark.skipif(host_memory._glibc() is None, reason="malloc tuning is glibc's")
 
 # builds a one-layer net (which applies the policy), then counts the page
 # faults of a second 256 MiB block after the first was freed
