@@ -97,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"section": section, "device": device, **row})
         if hasattr(module, "report") and module.report():
             tables.append(module.report())
-    print(f"torch threads: {threads} (of {os.cpu_count()} CPUs; --threads to change)")
+    from torchcaffe import host_memory
+
+    memory = host_memory.apply_policy()
+    print(f"torch threads: {threads} (of {os.cpu_count()} CPUs; --threads to change); "
+          f"host memory: {memory} ({host_memory.ENV} to change)")
     print(_format(rows))
     for table in tables:
         print("\n" + table)
@@ -107,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
         "threads": threads,
+        "host_memory": memory,
         "rows": rows,
         "tables": tables,
     }

@@ -240,7 +240,7 @@ class Net:
                  weights: str | os.PathLike | None = None, level: int | None = None,
                  stages: Iterable[str] | None = None, keep_diffs: bool = True):
         phase, weights = _parse_net_args(args, phase, weights)
-        host_memory.retain_freed_memory()
+        host_memory.apply_policy()
         if isinstance(network_file, caffe_pb2.NetParameter):
             param = caffe_pb2.NetParameter()
             param.CopyFrom(network_file)
