@@ -23,7 +23,10 @@ MID_PAGES = MID_BLOCK_MIB * 2**20 // PAGE
 glibc_only = pytest.mark.skipif(host_memory._glibc() is None, reason="malloc tuning is glibc's")
 
 # builds a one-layer net (which applies the policy), then makes, fills and
-# frees three blocks of argv[1] MiB in turn, counting each one's page faults
+# frees three blocks of about argv[1] MiB in turn, counting each one's page
+# faults. Each block is 64 KiB smaller than the last: a small object that
+# lands at the start of a freed block would otherwise push a block of the
+# same size past it onto fresh pages.
 _SCRIPT = textwrap.dedent("""
     import json, resource, sys, tempfile
     import torch
@@ -33,13 +36,13 @@ _SCRIPT = textwrap.dedent("""
         f.write('input: "data" input_shape { dim: 1 dim: 1 dim: 2 dim: 2 } '
                 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }')
     caffe.Net(f.name, caffe.TEST)
-    def faults_of_one_block():
+    def faults_of_one_block(i):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        block = torch.empty(int(sys.argv[1]) * 2**20, dtype=torch.uint8).fill_(1)
+        block = torch.empty(int(sys.argv[1]) * 2**20 - i * 2**16, dtype=torch.uint8).fill_(1)
         del block
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     print(json.dumps({"state": host_memory.apply_policy(),
-                      "faults": [faults_of_one_block() for _ in range(3)]}))
+                      "faults": [faults_of_one_block(i) for i in range(3)]}))
 """)
 
 
@@ -61,8 +64,8 @@ def _result(env_extra: dict, block_mib: int = BLOCK_MIB) -> dict:
 def test_a_net_makes_a_freed_block_reusable_without_page_faults():
     result = _result({})
     assert result["state"] == "retain"
-    # the second block lands on the first one's pages: almost no faults
-    assert result["faults"][1] < PAGES // 20
+    # later blocks land on the first one's pages: almost no faults
+    assert max(result["faults"][1:]) < PAGES // 20
 
 
 @glibc_only
