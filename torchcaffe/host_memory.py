@@ -3,15 +3,16 @@
 glibc's malloc serves every block above 32 MiB with a fresh `mmap` and
 unmaps it on free, so a net whose activations and gradients are hundreds of
 MiB gets every one of them from the kernel again on every pass: each page
-faults and is zeroed before the first write (650,000 to 800,000 faults
-per full-width FCN-8s training step, 7% to 13% of its time on two cores).
+faults and is zeroed before the first write (550,000 to 1,000,000 faults
+per full-width FCN-8s training step on two cores; the README's speed
+section has what they cost).
 Caffe allocates its blobs once and reuses them. This module makes glibc
 serve large blocks from the heap and keep freed heap memory, so a pass
 reuses the last pass's pages. The price is memory: the process keeps its
 high-water mark until it exits, and the heap fragments, so the peak
-resident memory of a full-width FCN-8s training run is about 16% above a
-plain PyTorch module's although the bytes in use are not higher (the
-heap's holes between live blocks are a third of them at the peak).
+resident memory of a full-width FCN-8s training run is 16% to 18% above a
+plain PyTorch module's although the bytes in use are lower (at the peak,
+holes between live blocks add about 40% to them).
 
 `TORCHCAFFE_MALLOC` picks the policy:
 - `retain` (the default): as above.
