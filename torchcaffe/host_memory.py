@@ -10,7 +10,7 @@ Caffe allocates its blobs once and reuses them. This module makes glibc
 serve large blocks from the heap and keep freed heap memory, so a pass
 reuses the last pass's pages. The price is memory: the process keeps its
 high-water mark until it exits, and the heap fragments, so the peak
-resident memory of a full-width FCN-8s training run is 16% to 18% above a
+resident memory of a full-width FCN-8s training run is 14% to 18% above a
 plain PyTorch module's although the bytes in use are lower (at the peak,
 holes between live blocks add about 40% to them).
 
