@@ -77,6 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    from torchcaffe import host_memory
+    from torchcaffe.errors import CaffeError
+
+    # the whole run under the policy its first line states (a Net would
+    # apply it only when the first section builds one), and a bad value
+    # refused before any section runs
+    try:
+        memory = host_memory.apply_policy()
+    except CaffeError as error:
+        parser.error(str(error))
+
     from torchcaffe.threads import use_threads
 
     from bench import vs_caffe
@@ -97,9 +108,6 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"section": section, "device": device, **row})
         if hasattr(module, "report") and module.report():
             tables.append(module.report())
-    from torchcaffe import host_memory
-
-    memory = host_memory.apply_policy()
     print(f"torch threads: {threads} (of {os.cpu_count()} CPUs; --threads to change); "
           f"host memory: {memory} ({host_memory.ENV} to change)")
     print(_format(rows))

@@ -107,3 +107,17 @@ def test_a_bad_policy_names_the_variable():
     assert "TORCHCAFFE_MALLOC='sometimes'" in done.stderr
     assert "'retain', 'lean', 'system'" in done.stderr
     assert "Traceback" not in done.stderr.splitlines()[-1]
+
+
+def test_the_bench_refuses_a_bad_policy_before_any_section_runs(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TORCHCAFFE_MALLOC"}
+    env.update(TORCHCAFFE_MALLOC="leen", PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-m", "bench", "--only", "load_speed", "--json",
+                           str(tmp_path / "rows.json")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "python -m bench: error: TORCHCAFFE_MALLOC='leen': expected one of "
+        "'retain', 'lean', 'system'")
+    assert "bench: load_speed" not in done.stderr  # refused before the section
+    assert not (tmp_path / "rows.json").exists()
