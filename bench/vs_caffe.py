@@ -8,11 +8,11 @@ Rows (speed-ups: the baseline's median time / torchcaffe's):
   fresh process doing MEMORY_STEPS training steps (from the second on, the
   solver's history is resident too, as in a training run; with freed
   memory kept for reuse, glibc's heap reaches its steady size by the
-  third), and the page faults of its last step: torchcaffe as shipped, with
-  `TORCHCAFFE_KERNELS=default` (torch's own operator in every layer, as the
-  plain module), with `TORCHCAFFE_MALLOC=lean` (with and without
-  transparent huge pages) and with `TORCHCAFFE_MALLOC=system` (glibc's
-  malloc untuned), against the plain module (which builds no Net, so runs
+  third), and the page faults of its last step: torchcaffe as shipped (the
+  `pool` host-memory policy), with `TORCHCAFFE_KERNELS=default` (torch's
+  own operator in every layer, as the plain module), with
+  `TORCHCAFFE_MALLOC=retain`, with `lean` (with and without transparent
+  huge pages) and with `system` (glibc's malloc untuned), against the plain module (which builds no Net, so runs
   on glibc's defaults); and the time of that last step, as shipped against
   each other malloc policy (one step per process, not interleaved: a rough
   figure).
@@ -255,6 +255,7 @@ def _interleaved(variants, tasks: dict, rounds: int) -> dict:
 _MEMORY_VARIANTS = [
     ("as shipped", {}),
     ("TORCHCAFFE_KERNELS=default", {"TORCHCAFFE_KERNELS": "default"}),
+    ("TORCHCAFFE_MALLOC=retain", {"TORCHCAFFE_MALLOC": "retain"}),
     ("TORCHCAFFE_MALLOC=lean", {"TORCHCAFFE_MALLOC": "lean"}),
     ("TORCHCAFFE_MALLOC=lean THP_MEM_ALLOC_ENABLE=1",
      {"TORCHCAFFE_MALLOC": "lean", "THP_MEM_ALLOC_ENABLE": "1"}),

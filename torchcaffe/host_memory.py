@@ -1,34 +1,39 @@
-"""How host memory freed by one pass is handed to the next (glibc only).
+"""How host memory freed by one pass is handed to the next.
 
-glibc's malloc serves every block above 32 MiB with a fresh `mmap` and
-unmaps it on free, so a net whose activations and gradients are hundreds of
-MiB gets every one of them from the kernel again on every pass: each page
-faults and is zeroed before the first write (550,000 to 1,000,000 faults
-per full-width FCN-8s training step on two cores; the README's speed
-section has what they cost).
-Caffe allocates its blobs once and reuses them. This module makes glibc
-serve large blocks from the heap and keep freed heap memory, so a pass
-reuses the last pass's pages. The price is memory: the process keeps its
-high-water mark until it exits, and the heap fragments, so the peak
-resident memory of a full-width FCN-8s training run is 14% to 18% above a
-plain PyTorch module's although the bytes in use are lower (at the peak,
-holes between live blocks add about 40% to them).
+A full-width FCN-8s training step allocates and frees hundreds of MiB of
+activations and gradients. glibc's malloc serves every block above 32 MiB
+with a fresh `mmap` and unmaps it on free, so each pass gets them from the
+kernel again: every page faults and is zeroed before the first write
+(550,000 to 1,000,000 faults per step on two cores; the README's speed
+section has what they cost). Caffe allocates its blobs once and reuses them.
 
 `TORCHCAFFE_MALLOC` picks the policy:
-- `retain` (the default): as above.
-- `lean`: the opposite trade. Every block from 4 MiB up gets a mapping of
-  its own and is unmapped on free (glibc's default, minus the threshold
-  that otherwise rises to 32 MiB and lets mid-sized blocks fragment the
-  heap), so peak memory stays within a few percent of the bytes in use:
-  below a plain PyTorch module's. Every pass then faults its activations in
-  again, which costs time (the README's speed section has the figures);
-  transparent huge pages cut that cost (`THP_MEM_ALLOC_ENABLE=1` in the
-  environment before torch starts, with the kernel's THP mode `madvise` or
-  `always`), because a 2 MiB page takes one fault instead of 512.
+- `pool` (the default): torch's CPU blocks from 1 MiB up come from a pool
+  (host_pool.cpp, built once per machine; see torchcaffe.host_pool). Each
+  block is a mapping of its own, and a freed one stays resident for the
+  next request of any size: kept blocks are cut down or moved side by side
+  (mremap moves pages without copying or faulting them). Fresh pages are
+  mapped only when nothing is kept, so the resident memory of large blocks
+  never passes the most bytes in use at once, and a repeated pass faults
+  almost nothing (hundreds of faults per step instead of hundreds of
+  thousands). Without a C++ compiler it falls back to `retain`, with a
+  warning. `trim()` gives the kept blocks back.
+- `retain`: glibc serves large blocks from its heap and keeps freed heap
+  memory, so a pass reuses the last pass's pages. The heap fragments, so
+  peak resident memory is 14% to 18% above a plain PyTorch module's,
+  although the bytes in use are lower; the process keeps its high-water
+  mark until it exits.
+- `lean`: every block from 4 MiB up gets a mapping of its own and is
+  unmapped on free (glibc's default, minus the threshold that otherwise
+  rises to 32 MiB and lets mid-sized blocks fragment the heap): low peak
+  memory, but every pass faults its activations in again. Transparent huge
+  pages cut that cost (`THP_MEM_ALLOC_ENABLE=1` in the environment before
+  torch starts, with the kernel's THP mode `madvise` or `always`).
 - `system`: malloc as it is.
 Setting any of glibc's own MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_,
-MALLOC_MMAP_MAX_ or MALLOC_TOP_PAD_ also leaves it alone (the user has
-chosen). Other C libraries are left alone.
+MALLOC_MMAP_MAX_ or MALLOC_TOP_PAD_ leaves everything as it is (the user
+has chosen). `retain` and `lean` need glibc; other C libraries are left
+alone.
 """
 from __future__ import annotations
 
@@ -56,13 +61,13 @@ TRIM_THRESHOLD = 2**31 - 1
 LEAN_MMAP_THRESHOLD = 4 * 2**20
 #: `lean`: glibc's default top-of-heap trim threshold
 LEAN_TRIM_THRESHOLD = 128 * 2**10
-POLICIES = ("retain", "lean", "system")
+POLICIES = ("pool", "retain", "lean", "system")
 
 _state: str | None = None
 
 
 def _policy() -> str:
-    value = os.environ.get(ENV, "retain").strip().lower() or "retain"
+    value = os.environ.get(ENV, "pool").strip().lower() or "pool"
     if value not in POLICIES:
         raise CaffeError(f"{ENV}={os.environ[ENV]!r}: expected one of "
                          + ", ".join(repr(p) for p in POLICIES))
@@ -80,27 +85,60 @@ def _glibc():
 
 
 def apply_policy() -> str:
-    """Apply the policy once per process; returns what holds: 'retain',
-    'lean', 'system' (asked for, or another C library) or 'environment'
-    (glibc tuned by the user's MALLOC_* variables)."""
+    """Apply the policy once per process; returns what holds: 'pool',
+    'retain', 'lean', 'system' (asked for, or another C library) or
+    'environment' (glibc tuned by the user's MALLOC_* variables)."""
     global _state
     if _state is not None:
         return _state
-    policy, libc = _policy(), _glibc()
-    if policy == "system" or libc is None:
+    policy = _policy()
+    if policy == "system":
         _state = "system"
     elif any(name in os.environ for name in _GLIBC_ENV):
         _state = "environment"
-    elif policy == "lean":
+    elif policy == "pool" and _install_pool():
+        _state = "pool"
+    else:
+        _state = _tune_glibc("lean" if policy == "lean" else "retain")
+    log.debug("host memory: %s (%s to change it)", _state, ENV)
+    return _state
+
+
+def _install_pool() -> bool:
+    from .host_pool import PoolUnavailable, install
+
+    try:
+        install()
+    except PoolUnavailable as reason:
+        log.warning("host memory: the pool allocator is unavailable (%s); freed memory "
+                    "is kept by malloc instead (%s=retain), which takes more", reason, ENV)
+        return False
+    return True
+
+
+def _tune_glibc(policy: str) -> str:
+    libc = _glibc()
+    if libc is None:
+        return "system"
+    if policy == "lean":
         libc.mallopt(_M_MMAP_THRESHOLD, LEAN_MMAP_THRESHOLD)
         libc.mallopt(_M_TRIM_THRESHOLD, LEAN_TRIM_THRESHOLD)
-        _state = "lean"
     else:
         # glibc versions that cap the threshold refuse the large value:
         # then no block is mmap'd at all
         if not libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD):
             libc.mallopt(_M_MMAP_MAX, 0)
         libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-        _state = "retain"
-    log.debug("host memory: %s (%s=lean or system to change it)", _state, ENV)
-    return _state
+    return policy
+
+
+def trim() -> None:
+    """Give the memory kept for reuse back to the system (the pool's kept
+    blocks, or malloc's free heap pages under `retain`); the next pass
+    faults it in again."""
+    from . import host_pool
+
+    host_pool.trim()
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
