@@ -3,6 +3,7 @@ fresh interpreter, since the allocator and malloc's settings are per
 process."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,9 @@ MID_PAGES = MID_BLOCK_MIB * 2**20 // PAGE
 
 
 glibc_only = pytest.mark.skipif(host_memory._glibc() is None, reason="malloc tuning is glibc's")
+#: the pool is built on first use with the system's C++ compiler, on Linux
+HAVE_POOL = sys.platform.startswith("linux") and shutil.which(os.environ.get("CXX") or "c++")
+needs_pool = pytest.mark.skipif(not HAVE_POOL, reason="the pool needs Linux and a C++ compiler")
 
 # builds a one-layer net (which applies the policy), then makes, fills and
 # frees three blocks of about argv[1] MiB in turn, counting each one's page
@@ -61,6 +65,7 @@ def _result(env_extra: dict, block_mib: int = BLOCK_MIB) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@needs_pool
 def test_a_net_makes_a_freed_block_reusable_without_page_faults():
     result = _result({})
     assert result["state"] == "pool"
@@ -187,35 +192,42 @@ def pool_result():
     return _pool_result()
 
 
+@needs_pool
 def test_the_pool_is_the_default_policy(pool_result):
     assert pool_result["state"] == "pool"
 
 
+@needs_pool
 def test_the_pool_serves_the_same_size_and_a_smaller_one_without_faults(pool_result):
     assert pool_result["same size"] < MIB_PAGES
     assert pool_result["smaller"] < MIB_PAGES
 
 
+@needs_pool
 def test_the_pool_moves_kept_blocks_together_for_a_larger_one(pool_result):
     # only the 16 MiB no kept block covered are fresh pages
     assert 15 * MIB_PAGES < pool_result["gathered"] < 17 * MIB_PAGES
 
 
+@needs_pool
 def test_the_pools_resident_memory_never_passes_the_most_in_use(pool_result):
     # most in use at once: the 8 MiB sentinel and the 80 MiB block
     assert pool_result["high water"] == 88 * 2**20
     assert pool_result["resident"] <= pool_result["high water"]
 
 
+@needs_pool
 def test_the_pool_never_touches_a_live_block(pool_result):
     assert pool_result["sentinel"]
 
 
+@needs_pool
 def test_the_pool_gives_kept_blocks_back_on_trim(pool_result):
     assert pool_result["kept after trim"] == 0
     assert pool_result["after trim"] > 15 * MIB_PAGES
 
 
+@needs_pool
 def test_the_pool_moves_pages_with_their_values(pool_result):
     assert pool_result["moved values"]
 
@@ -231,6 +243,7 @@ def test_without_a_compiler_the_pool_falls_back_to_retain_and_says_why(tmp_path)
     assert "no-such-c++" in done.stderr
 
 
+@needs_pool
 def test_the_pool_is_built_once_per_machine(tmp_path):
     first = _pool_result({"XDG_CACHE_HOME": str(tmp_path)})
     [built] = (tmp_path / "torchcaffe").glob("host_pool-*.so")
