@@ -26,6 +26,8 @@ import time
 
 SECTIONS = ["vs_caffe", "kernel_accuracy", "infer_speed", "net_speed", "load_speed",
             "solver_speed", "score_speed", "data_speed", "dist_speed"]
+#: run only when named with --only
+EXTRA_SECTIONS = ["host_memory"]
 
 
 def _devices() -> list[str]:
@@ -59,7 +61,8 @@ def _format(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--only", nargs="*", choices=SECTIONS + EXTRA_SECTIONS,
+                        help="run only these sections (host_memory only when named)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="only this device")
     parser.add_argument("--json", default=os.path.join("bench", "results.json"),
                         help="where to write the rows (default: %(default)s)")
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--caffe-root", metavar="DIR",
                         help="vs_caffe: a built BVLC Caffe checkout; its python/ goes on PYTHONPATH")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="vs_caffe: timed rounds per variant (default 2; --quick: 1)")
+                        help="vs_caffe and host_memory: timed rounds (default 2; --quick: 1)")
     parser.add_argument("--quick", action="store_true",
                         help="only vs_caffe, one timed round")
     args = parser.parse_args(argv)

@@ -279,10 +279,15 @@ def _peak_child(which: str, folder: str, threads: int, queue) -> None:
 def _peak_memory(which: str, folder: Path, env: dict | None = None) -> tuple[float, int, float]:
     """(peak RSS in MiB, page faults and seconds of the last step) of a
     fresh process doing MEMORY_STEPS training steps with `env` set."""
+    return in_fresh_process(_peak_child, (which, str(folder), OPTIONS["threads"]), env)
+
+
+def in_fresh_process(target, args: tuple, env: dict | None = None):
+    """What `target(*args, queue)` puts on its queue, run in a fresh
+    interpreter started with `env` added to the environment."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_peak_child, args=(which, str(folder),
-                                                         OPTIONS["threads"], queue))
+    process = context.Process(target=target, args=(*args, queue))
     # in the environment the child starts with: THP_MEM_ALLOC_ENABLE is read
     # when torch starts, before any code of the child's runs
     saved = dict(os.environ)

@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from .. import fillers, image_io, parallel
+from .. import fillers, host_memory, image_io, parallel
 from ..atomic import atomic_path
 from ..data_transformer import DataTransformer
 from ..datum import datum_pixels, parse_datum
@@ -254,7 +254,7 @@ class _Batches:
             # the batch takes the shape of its first image (Caffe's load_batch)
             image_shape = self.transformer.output_shape(pixels.shape, where)
             if data is None:
-                data = np.empty((self.batch_size,) + image_shape, np.float32)
+                data = host_memory.float32_array((self.batch_size,) + image_shape)
                 labels = np.empty((self.batch_size,), np.float32)
             elif image_shape != data.shape[1:]:
                 raise self.transformer.error(
@@ -520,7 +520,8 @@ class HDF5DataLayer(DataLayer):
         self.current_row = 0
 
     def forward(self, bottoms):
-        batch = [np.empty((self.batch_size,) + shape, np.float32) for shape in self.row_shapes]
+        batch = [host_memory.float32_array((self.batch_size,) + shape)
+                 for shape in self.row_shapes]
         rank, count = self.share
         for i in range(self.batch_size):
             while self.offset % count != rank:
