@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="only vs_caffe, one timed round")
     args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, not {args.rounds}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from torchcaffe import host_memory
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = use_threads(args.threads)
     vs_caffe.OPTIONS.update(caffe_python=args.caffe_python, caffe_root=args.caffe_root,
                             threads=threads,
-                            rounds=args.rounds or (1 if args.quick else vs_caffe.ROUNDS))
+                            rounds=args.rounds if args.rounds is not None
+                            else 1 if args.quick else vs_caffe.ROUNDS)
     sections = args.only or (["vs_caffe"] if args.quick else SECTIONS)
     devices = [args.device] if args.device else _devices()
     rows: list[dict] = []

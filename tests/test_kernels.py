@@ -6,6 +6,7 @@ cache file. The golden suites themselves run under every policy
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -386,6 +387,61 @@ def test_auto_combines_the_fastest_forward_and_the_fastest_backward(measured, mo
     fake["forward"] = race({"channels_last": 0.97})
     with torch.enable_grad():
         assert _choose("other", (1, 8, 10, 10)) == "direct/im2col_openblas"
+
+
+class _ScriptedClock:
+    """A perf_counter that each scripted run advances by its next duration."""
+
+    def __init__(self, durations: dict[str, list[float]]):
+        self.now, self.durations, self.calls = 0.0, durations, []
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def run(self, name: str):
+        def advance():
+            self.calls.append(name)
+            self.now += self.durations[name].pop(0)
+        return advance
+
+
+def _race_with(monkeypatch, durations):
+    clock = _ScriptedClock(durations)
+    monkeypatch.setattr(kernel_choice, "time", clock)
+    finalists, dropped = kernel_choice._race({n: clock.run(n) for n in durations},
+                                             torch.device("cpu"))
+    return finalists, dropped, clock
+
+
+def test_a_burst_of_load_in_one_round_does_not_decide_a_close_race(monkeypatch):
+    # `a` truly takes 1.00 s and `b` 1.10 s; load hits `a`'s first round (1.6 s).
+    # The fastest call of each stands for it, and the race, close, runs on.
+    finalists, dropped, clock = _race_with(monkeypatch, {
+        "a": [1.00, 1.60, 1.00, 1.01, 1.00, 1.00, 1.00, 1.00],
+        "b": [1.10, 1.10, 1.11, 1.10, 1.10, 1.10, 1.10, 1.10]})
+    assert finalists == pytest.approx({"a": 1.00, "b": 1.10}) and dropped == {}
+    assert clock.calls[:4] == ["a", "b", "a", "b"]  # interleaved
+    # a close race stops after MAX_ROUNDS or EXTRA_SECONDS of extra timing
+    assert len(clock.calls) == 2 * (1 + kernel_choice.MAX_ROUNDS)
+    assert kernel_choice._pick(finalists, "b") == "a"
+
+
+def test_a_settled_race_stops_after_its_rounds(monkeypatch):
+    # 0.1 s against 0.14 s: two rounds (0.05 to 0.5 s), no more; `c` (3x) is dropped
+    finalists, dropped, clock = _race_with(monkeypatch, {
+        "a": [0.10, 0.11, 0.10], "b": [0.14, 0.14, 0.15], "c": [0.30]})
+    assert finalists == pytest.approx({"a": 0.10, "b": 0.14})
+    assert dropped == pytest.approx({"c": 0.30})
+    assert len(clock.calls) == 3 + 2 * 2
+
+
+def test_extra_rounds_stop_at_their_time_budget(monkeypatch):
+    # 8 s each: after the first round, extra rounds run until EXTRA_SECONDS is spent
+    durations = {"a": [8.0] * 9, "b": [8.2] * 9}
+    finalists, _, clock = _race_with(monkeypatch, durations)
+    extra_rounds = math.floor(kernel_choice.EXTRA_SECONDS / 16.2) + 1
+    assert len(clock.calls) == 2 * (1 + 1 + extra_rounds)
+    assert finalists == pytest.approx({"a": 8.0, "b": 8.2})
 
 
 def test_openblas_gemm_splits_among_torch_threads_without_its_own_pool():

@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Callable
@@ -50,6 +49,10 @@ ENV_CACHE = "TORCHCAFFE_KERNEL_CACHE"
 AUTO, DEFAULT = "auto", "default"
 MIN_MEASURED_MACS = 10**8
 MARGIN = 0.05
+# a race whose two fastest are closer than SETTLED runs more rounds
+SETTLED = 0.15
+MAX_ROUNDS = 7
+EXTRA_SECONDS = 20.0
 _CACHE_VERSION = 2
 
 
@@ -310,8 +313,11 @@ def _race(runs: dict[str, Callable[[], object]],
           device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
     """({finalist: seconds}, {dropped: seconds of its first call}). Runs more
     than twice as slow as the best on a first call are dropped; the rest
-    run again, interleaved so that other load hits them alike, and keep
-    their median."""
+    run again in interleaved rounds, so that other load hits them alike,
+    and keep their fastest call: load only ever adds time. While the two
+    fastest are within SETTLED of each other, rounds go on (up to
+    MAX_ROUNDS and EXTRA_SECONDS of extra timing), so that a burst of load
+    during one round cannot decide a close race."""
     def timed(run) -> float:
         _sync(device)
         start = time.perf_counter()
@@ -323,17 +329,29 @@ def _race(runs: dict[str, Callable[[], object]],
         fastest = min(times.values())
         return [n for n, t in times.items() if t <= factor * fastest or fastest < 0.01]
 
+    def unsettled(best: dict[str, float]) -> bool:
+        first, second = sorted(best.values())[:2]
+        return second < first * (1 + SETTLED)
+
     seconds = {name: timed(run) for name, run in runs.items()}
     names = survivors(seconds, 2.0)
     fastest = min(seconds[n] for n in names)
     rounds = 3 if fastest < 0.05 else 2 if fastest < 0.5 else 1
     names = survivors({n: seconds[n] for n in names}, 1.5)
-    times: dict[str, list[float]] = {n: [] for n in names}
     if len(names) > 1:
-        for _ in range(rounds):
+        # the first call counts too: warming up, like load, only adds time
+        times = {n: [seconds[n]] for n in names}
+        extra_since = None
+        for done in range(MAX_ROUNDS):
+            if done >= rounds:
+                if not unsettled({n: min(t) for n, t in times.items()}):
+                    break
+                extra_since = extra_since or time.perf_counter()
+                if time.perf_counter() - extra_since > EXTRA_SECONDS:
+                    break
             for name in names:
                 times[name].append(timed(runs[name]))
-    seconds.update({n: statistics.median(t) for n, t in times.items() if t})
+        seconds.update({n: min(t) for n, t in times.items()})
     return ({n: seconds[n] for n in names},
             {n: t for n, t in seconds.items() if n not in names})
 
