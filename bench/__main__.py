@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"section": section, "device": device, **row})
         if hasattr(module, "report") and module.report():
             tables.append(module.report())
+        # what one section kept for reuse is not the next one's RSS
+        host_memory.trim()
     print(f"torch threads: {threads} (of {os.cpu_count()} CPUs; --threads to change); "
           f"host memory: {memory} ({host_memory.ENV} to change)")
     print(_format(rows))

@@ -435,6 +435,14 @@ def test_a_settled_race_stops_after_its_rounds(monkeypatch):
     assert len(clock.calls) == 3 + 2 * 2
 
 
+def test_the_default_is_not_dropped_for_a_cold_first_call(monkeypatch):
+    # the default (first) pays a cold start of 3x; warm, it is the fastest
+    finalists, dropped, _ = _race_with(monkeypatch, {
+        "default": [0.30, 0.08, 0.08, 0.08], "other": [0.10, 0.10, 0.10, 0.10]})
+    assert finalists == pytest.approx({"default": 0.08, "other": 0.10}) and dropped == {}
+    assert kernel_choice._pick(finalists, "default") == "default"
+
+
 def test_extra_rounds_stop_at_their_time_budget(monkeypatch):
     # 8 s each: after the first round, extra rounds run until EXTRA_SECONDS is spent
     durations = {"a": [8.0] * 9, "b": [8.2] * 9}

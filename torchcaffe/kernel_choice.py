@@ -311,13 +311,16 @@ def _sync(device: torch.device) -> None:
 
 def _race(runs: dict[str, Callable[[], object]],
           device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
-    """({finalist: seconds}, {dropped: seconds of its first call}). Runs more
-    than twice as slow as the best on a first call are dropped; the rest
-    run again in interleaved rounds, so that other load hits them alike,
-    and keep their fastest call: load only ever adds time. While the two
-    fastest are within SETTLED of each other, rounds go on (up to
-    MAX_ROUNDS and EXTRA_SECONDS of extra timing), so that a burst of load
-    during one round cannot decide a close race."""
+    """({finalist: seconds}, {dropped: seconds of its first call}).
+
+    Runs more than twice as slow as the best on a first call are dropped,
+    except the first run, the default: it ran first and cold, and may have
+    paid (page faults, primitive setup) for what the others then found
+    warm. The rest run again in interleaved rounds, so that other load hits
+    them alike, and each keeps its fastest call: load only ever adds time.
+    While the two fastest are within SETTLED of each other, rounds go on
+    (up to MAX_ROUNDS, and EXTRA_SECONDS of extra timing), so that a burst
+    of load during one round cannot decide a close race."""
     def timed(run) -> float:
         _sync(device)
         start = time.perf_counter()
@@ -325,9 +328,12 @@ def _race(runs: dict[str, Callable[[], object]],
         _sync(device)
         return time.perf_counter() - start
 
+    default = next(iter(runs))
+
     def survivors(times: dict[str, float], factor: float) -> list[str]:
         fastest = min(times.values())
-        return [n for n, t in times.items() if t <= factor * fastest or fastest < 0.01]
+        return [n for n, t in times.items()
+                if n == default or t <= factor * fastest or fastest < 0.01]
 
     def unsettled(best: dict[str, float]) -> bool:
         first, second = sorted(best.values())[:2]
@@ -335,7 +341,7 @@ def _race(runs: dict[str, Callable[[], object]],
 
     seconds = {name: timed(run) for name, run in runs.items()}
     names = survivors(seconds, 2.0)
-    fastest = min(seconds[n] for n in names)
+    fastest = min(seconds.values())
     rounds = 3 if fastest < 0.05 else 2 if fastest < 0.5 else 1
     names = survivors({n: seconds[n] for n in names}, 1.5)
     if len(names) > 1:
