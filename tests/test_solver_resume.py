@@ -151,3 +151,39 @@ def test_restore_refuses_a_state_of_another_solver_type(tmp_path, dataset):
     adam = AdamSolver(str(solver_file))
     with pytest.raises(CaffeError, match="history blobs"):
         adam.restore(Path(tmp_path / "snap" / "train_iter_3.solverstate"))
+
+
+def test_resume_continues_a_built_in_reader_exactly(tmp_path, dataset):
+    """The sidecar holds HDF5Data's read position (shuffled, across files)
+    beside the Python layer's: the resumed run reads the rows the
+    uninterrupted one read."""
+    h5py = pytest.importorskip("h5py")
+    for name, rows in (("a.h5", range(0, 5)), ("b.h5", range(5, 8))):
+        with h5py.File(tmp_path / name, "w") as f:
+            f.create_dataset("extra", data=np.array(rows, np.float32).reshape(-1, 1))
+    (tmp_path / "rows.txt").write_text(f"{tmp_path / 'a.h5'}\n{tmp_path / 'b.h5'}\n")
+    net = tmp_path / "net.prototxt"
+    net.write_text(tiny_seg_net(dataset / "sbdd" / "dataset", extra=DROPOUT) + f"""
+layer {{ name: "rows" type: "HDF5Data" top: "extra"
+        hdf5_data_param {{ source: "{tmp_path / 'rows.txt'}" batch_size: 3 shuffle: true }} }}
+layer {{ name: "sink" type: "Silence" bottom: "extra" }}
+""")
+    (tmp_path / "snap").mkdir()
+    solver_file = tmp_path / "solver.prototxt"
+    solver_file.write_text(SOLVER.format(net=net, snapshot=2, prefix=tmp_path / "snap" / "train"))
+
+    def rows_read(solver, steps):
+        seen = []
+        for _ in range(steps):
+            solver.step(1)
+            seen += solver.net.blobs["extra"].data.ravel().tolist()
+        return seen
+
+    straight = SGDSolver(str(solver_file))
+    rows_read(straight, 2)
+    expected = rows_read(straight, 5)  # past the end of the 8 rows: a reshuffle
+    sidecar = json.loads((tmp_path / "snap" / "train_iter_2.datastate.json").read_text())
+    assert sidecar["nets"]["train_net"]["rows"]["offset"] == 6
+    resumed = SGDSolver(str(solver_file))
+    resumed.restore(tmp_path / "snap" / "train_iter_2.solverstate")
+    assert rows_read(resumed, 5) == expected

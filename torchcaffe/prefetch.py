@@ -50,6 +50,7 @@ class Prefetcher:
             thread = threading.Thread(target=_produce, args=(make_batch, self._ready, stop),
                                       name=f"prefetch {name}", daemon=True)
             thread.start()
+            self._thread = thread
             self._close = weakref.finalize(self, stop.set)
 
     def next(self) -> Any:
@@ -63,6 +64,10 @@ class Prefetcher:
             raise item.exc
         return item
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Stop the producer; with `wait`, also wait until it has finished the
+        batch it is making, so that nothing touches its source any more."""
         if self._ready is not None:
             self._close()
+            if wait:
+                self._thread.join()

@@ -23,8 +23,9 @@ the diffs hold the update value after a step.
 Snapshots write `<prefix>_iter_<N>.caffemodel` and `.solverstate` in Caffe's
 binary formats, plus a sidecar `<prefix>_iter_<N>.datastate.json` (Caffe
 ignores it) with what Caffe's SolverState lacks for an exact resume: the
-sampling state of every Python layer that has `get_state()` / `set_state()`
-and torch's random generators (dropout). Every file is written atomically
+sampling state of every Python layer that has `get_state()` / `set_state()`,
+the read position of the built-in readers (Data, ImageData, WindowData,
+HDF5Data), and torch's random generators (dropout). Every file is written atomically
 and the `.solverstate`, which names the caffemodel, is written last, so a
 snapshot is complete once its solverstate exists (a snapshot that fails
 midway removes the files it had already written). Paths in the solver
@@ -752,9 +753,11 @@ def output_loss_weights(net: Net) -> dict[str, float]:
 
 
 def _stateful_layers(net: Net):
-    """(layer handle, Python layer instance) for layers that can save their state."""
+    """(layer handle, the object with get_state/set_state) for layers that
+    can save their state: Python layers' instances, and the built-in
+    readers (Data, ImageData, WindowData, HDF5Data) themselves."""
     for handle in net._handles:
-        instance = getattr(handle.impl, "instance", None)
+        instance = getattr(handle.impl, "instance", handle.impl)
         if instance is not None and hasattr(instance, "get_state") \
                 and hasattr(instance, "set_state"):
             yield handle, instance

@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -51,6 +52,41 @@ def _order_rng(layer, generator: torch.Generator, random_order: bool) -> np.rand
     if count == 1 or not random_order:
         return own
     return np.random.default_rng(parallel.order_seed(layer.name))
+
+
+def generator_state(rng: np.random.Generator) -> dict:
+    """A numpy generator's state as plain values (JSON)."""
+    return rng.bit_generator.state
+
+
+def checked_generator_state(rng: np.random.Generator, state, what: str) -> dict:
+    """`state`, once a scratch generator of `rng`'s kind has accepted it."""
+    try:
+        type(rng.bit_generator)().state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CaffeError(f"{what}: not a {type(rng.bit_generator).__name__} generator state "
+                         f"({exc})") from None
+    return state
+
+
+def state_fields(state, names: tuple[str, ...], what: str) -> list:
+    """The values of `names` in a saved reader state, or an error naming them."""
+    if not isinstance(state, dict) or not all(name in state for name in names):
+        raise CaffeError(f"{what}: a saved read position needs keys {', '.join(names)}; got "
+                         f"{state!r:.200}")
+    return [state[name] for name in names]
+
+
+def check_same(saved, here, what: str) -> None:
+    if saved != here:
+        raise CaffeError(f"the saved read position is for {what} {saved!r:.80}, this layer has "
+                         f"{here!r:.80}")
+
+
+def check_index(value, limit: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < limit:
+        raise CaffeError(f"the saved {what} {value!r:.40} is outside 0..{limit - 1}")
+    return value
 
 
 class DataLayer(CaffeLayer):
@@ -247,6 +283,20 @@ class _Batches:
     def next_item(self) -> tuple[np.ndarray, float, str]:
         raise NotImplementedError
 
+    def state(self) -> dict:
+        """Where the next batch starts, as plain values (a numpy array
+        stands for its list, and must not change once handed out)."""
+        return {"transform_rng": generator_state(self.transformer.rng)}
+
+    def restorer(self, state) -> Callable[[], None]:
+        """Check a `state()` result; the returned call makes it current."""
+        (rng,) = state_fields(state, ("transform_rng",), "the transformer")
+        rng = checked_generator_state(self.transformer.rng, rng, "transform_rng")
+
+        def restore():
+            self.transformer.rng.bit_generator.state = rng
+        return restore
+
     def next_batch(self) -> list[np.ndarray]:
         data = labels = None
         for i in range(self.batch_size):
@@ -275,6 +325,27 @@ class _DBBatches(_Batches):
         self.color = color
         self.share = share
         self.offset = 0  # records walked past, as Caffe's DataLayer counts them
+        self.count = len(reader)
+        self.start = skip % self.count  # a skip past the end wraps, as the walk does
+
+    def state(self) -> dict:
+        return {**super().state(), "records": self.count, "share": list(self.share),
+                "start": self.start, "offset": self.offset}
+
+    def restorer(self, state) -> Callable[[], None]:
+        records, share, start, offset = state_fields(
+            state, ("records", "share", "start", "offset"), "Data")
+        check_same(records, self.count, "a database of records")
+        check_same(share, list(self.share), "process share")
+        check_index(start, self.count, "first record")
+        check_index(offset, 2**63, "record count")
+        restore_transformer = super().restorer(state)
+
+        def restore():
+            restore_transformer()
+            self.start, self.offset = start, offset
+            self.records = self.reader.cycle((start + offset) % self.count)
+        return restore
 
     def next_item(self):
         rank, count = self.share
@@ -296,19 +367,44 @@ class PrefetchingLayer(DataLayer):
 
     num_tops = (1, 2)
 
-    def start(self, make_batch, top_shapes: list[tuple[int, ...]]) -> None:
+    def start(self, source, top_shapes: list[tuple[int, ...]]) -> None:
+        """Prefetch from `source` (next_batch(), state(), restorer(state)):
+        each batch comes with the source's state after it, so the layer
+        knows where the batch after the last one it handed out starts,
+        however far the prefetch thread has read ahead."""
         self.top_shapes = top_shapes
-        self.prefetcher = Prefetcher(make_batch, self.param.data_param.prefetch, self.name)
+        self.source = source
+        self.read_position = source.state()
+        self.prefetcher = Prefetcher(functools.partial(_batch_and_state, source),
+                                     self.param.data_param.prefetch, self.name)
 
     def start_images(self, batches: _Batches, first_pixels_shape, where: str) -> None:
         """Start with tops shaped by the first image, as Caffe's setup does."""
         size = batches.batch_size
         shapes = [(size,) + batches.transformer.output_shape(first_pixels_shape, where)]
-        self.start(batches.next_batch, shapes + [(size,)] * batches.with_labels)
+        self.start(batches, shapes + [(size,)] * batches.with_labels)
 
     def forward(self, bottoms):
         with self.naming_errors():
-            return self.emit(self.prefetcher.next())
+            tops, self.read_position = self.prefetcher.next()
+            return self.emit(tops)
+
+    # -- resuming: the solver's snapshots save and restore the read position
+
+    def get_state(self) -> dict:
+        """Where the next batch starts: the read position and the random
+        state of the order and of crops and mirrors (plain values)."""
+        return {"type": self.type, **{key: value.tolist() if isinstance(value, np.ndarray)
+                                      else value for key, value in self.read_position.items()}}
+
+    def set_state(self, state) -> None:
+        """Continue from a `get_state()` result; a refused state changes nothing."""
+        (kind,) = state_fields(state, ("type",), self.type)
+        check_same(kind, self.type, "a layer of type")
+        restore = self.source.restorer(state)
+        self.prefetcher.close(wait=True)
+        restore()
+        self.start(self.source, self.top_shapes)
 
     def order_rng(self, generator, random_order: bool) -> np.random.Generator:
         """The generator of the layer's order: its own (one draw of the net's
@@ -320,6 +416,12 @@ class PrefetchingLayer(DataLayer):
         # the transformer runs on the prefetch thread: it must not hold the layer
         return DataTransformer(self.param.transform_param, self.phase, layer_rng(generator),
                                functools.partial(LayerError, self.name, self.type))
+
+
+def _batch_and_state(source):
+    """Runs on the prefetch thread: a batch and where the one after it starts."""
+    tops = source.next_batch()
+    return tops, source.state()
 
 
 @register("Data")
@@ -349,22 +451,27 @@ class DBDataLayer(PrefetchingLayer):
 # ---------------------------------------------------------------- ImageData
 
 class _ImageListBatches(_Batches):
-    def __init__(self, entries, root: str, size: tuple[int, int], color: bool, shuffle: bool,
-                 rng: np.random.Generator, start: int, share: tuple[int, int], *args):
+    """The list's entries in `order` (indices into the list file's lines,
+    shuffled again at each wrap when `shuffle`)."""
+
+    def __init__(self, entries, order: np.ndarray, root: str, size: tuple[int, int],
+                 color: bool, shuffle: bool, rng: np.random.Generator, start: int,
+                 share: tuple[int, int], *args):
         super().__init__(*args)
         self.entries = entries
+        self.order = order
         self.root = root
         self.size = size
         self.color = color
         self.shuffle = shuffle
         self.rng = rng
         self.position = start
-        self.stride = share[1]
+        self.share = share
         for _ in range(share[0]):
             self._advance()
 
-    def read(self, index: int) -> np.ndarray:
-        name = self.entries[index][0]
+    def read(self, position: int) -> np.ndarray:
+        name = self.entries[self.order[position]][0]
         image = image_io.read(self.root + name, self.color)
         if self.size != (0, 0):
             image = image_io.resize_linear(image, *self.size)
@@ -375,14 +482,43 @@ class _ImageListBatches(_Batches):
         if self.position == len(self.entries):
             self.position = 0
             if self.shuffle:
-                self.rng.shuffle(self.entries)
+                # a new array: states handed out keep the order they were taken in
+                self.order = self.order.copy()
+                self.rng.shuffle(self.order)
 
     def next_item(self):
-        name, label = self.entries[self.position]
+        name, label = self.entries[self.order[self.position]]
         pixels = self.read(self.position)
-        for _ in range(self.stride):
+        for _ in range(self.share[1]):
             self._advance()
         return pixels, float(label), f"image {self.root + name}"
+
+    def state(self) -> dict:
+        return {**super().state(), "images": len(self.entries), "share": list(self.share),
+                "position": self.position, "order_rng": generator_state(self.rng),
+                "order": self.order if self.shuffle else None}
+
+    def restorer(self, state) -> Callable[[], None]:
+        images, share, position, rng, order = state_fields(
+            state, ("images", "share", "position", "order_rng", "order"), "ImageData")
+        check_same(images, len(self.entries), "a list of images")
+        check_same(share, list(self.share), "process share")
+        check_index(position, len(self.entries), "list position")
+        rng = checked_generator_state(self.rng, rng, "order_rng")
+        if (order is None) == self.shuffle:
+            raise CaffeError("the saved read position's order (shuffled or not) differs from "
+                             "this layer's image_data_param.shuffle")
+        if order is not None:
+            order = _permutation(order, len(self.entries), "image order")
+        restore_transformer = super().restorer(state)
+
+        def restore():
+            restore_transformer()
+            self.rng.bit_generator.state = rng
+            self.position = position
+            if order is not None:
+                self.order = order
+        return restore
 
 
 @register("ImageData")
@@ -403,21 +539,22 @@ class ImageDataLayer(PrefetchingLayer):
             raise self.error(f"image_data_param.source {p.source} lists no images")
         transformer = self.transformer(generator)
         rng = self.order_rng(generator, p.shuffle or p.rand_skip > 0)
+        order = np.arange(len(entries))
         if p.shuffle:
-            rng.shuffle(entries)
+            rng.shuffle(order)  # the same draws as shuffling the list itself
         start = 0
         if p.rand_skip:
             start = int(rng.integers(p.rand_skip))
             if start >= len(entries):
                 raise self.error(f"image_data_param.rand_skip drew {start}, but the list has "
                                  f"only {len(entries)} images")
-        batches = _ImageListBatches(entries, p.root_folder, (p.new_height, p.new_width),
+        batches = _ImageListBatches(entries, order, p.root_folder, (p.new_height, p.new_width),
                                     p.is_color, p.shuffle, rng, start,
                                     parallel.data_share(self.phase), transformer, batch_size,
                                     True)
         with self.naming_errors():
             first = batches.read(start)
-        self.start_images(batches, first.shape, f"image {entries[start][0]}")
+        self.start_images(batches, first.shape, f"image {entries[order[start]][0]}")
 
 
 # ---------------------------------------------------------------- HDF5Data
@@ -531,6 +668,57 @@ class HDF5DataLayer(DataLayer):
                 out[i] = dataset[row]
             self._next_row()
         return self.emit(batch)
+
+    # -- resuming: the solver's snapshots save and restore the read position
+
+    def get_state(self) -> dict:
+        """The file and row the next batch starts at, the orders being
+        walked (when shuffled) and the generator, as plain values."""
+        return {"type": self.type, "files": len(self.files), "share": list(self.share),
+                "offset": self.offset, "file": self.current_file, "row": self.current_row,
+                "rows": len(self.row_order), "rng": generator_state(self.rng),
+                "file_order": self.file_order.tolist() if self.shuffle else None,
+                "row_order": self.row_order.tolist() if self.shuffle else None}
+
+    def set_state(self, state) -> None:
+        """Continue from a `get_state()` result; a refused state changes nothing."""
+        kind, files, share, offset, file, row, rows, rng, file_order, row_order = state_fields(
+            state, ("type", "files", "share", "offset", "file", "row", "rows", "rng",
+                    "file_order", "row_order"), self.type)
+        check_same(kind, self.type, "a layer of type")
+        check_same(files, len(self.files), "a source listing of files")
+        check_same(share, list(self.share), "process share")
+        check_index(offset, 2**63, "row count")
+        check_index(file, len(self.files), "file index")
+        rng = checked_generator_state(self.rng, rng, "rng")
+        if (file_order is None) == self.shuffle or (row_order is None) == self.shuffle:
+            raise CaffeError("the saved read position's order (shuffled or not) differs from "
+                             "this layer's hdf5_data_param.shuffle")
+        file_order = _permutation(file_order, len(self.files), "file order") \
+            if self.shuffle else np.arange(len(self.files))
+        kept = (self.datasets, self.row_order, generator_state(self.rng))
+        try:
+            self._load(self.files[file_order[file]])  # checks the file (a shuffle draws)
+            check_same(rows, len(self.row_order), f"{self.files[file_order[file]]} with rows")
+            check_index(row, rows, "row")
+            if self.shuffle:
+                row_order = _permutation(row_order, rows, "row order")
+        except CaffeError:
+            self.datasets, self.row_order, self.rng.bit_generator.state = kept
+            raise
+        self.rng.bit_generator.state = rng
+        self.file_order, self.current_file, self.current_row = file_order, file, row
+        self.offset = offset
+        if self.shuffle:
+            self.row_order = row_order
+
+
+def _permutation(values, size: int, what: str) -> np.ndarray:
+    order = np.asarray(values) if isinstance(values, list) else None
+    if order is None or order.shape != (size,) or order.dtype.kind != "i" \
+            or not np.array_equal(np.sort(order), np.arange(size)):
+        raise CaffeError(f"the saved {what} is not a permutation of {size} items")
+    return order
 
 
 # ---------------------------------------------------------------- HDF5Output

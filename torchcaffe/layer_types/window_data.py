@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -36,7 +37,8 @@ from .. import image_io
 from ..datum import read_mean_file
 from ..errors import CaffeError, LayerError
 from .base import register
-from .data import PrefetchingLayer, layer_rng
+from .data import (PrefetchingLayer, check_same, checked_generator_state, generator_state,
+                   layer_rng, state_fields)
 
 
 def _round(value: float) -> int:
@@ -158,6 +160,19 @@ class _WindowBatches:
             raise self.error(f"window ({box}) lies outside its {rows}x{cols} image")
         return (y1, y2, x1, x2), out_size, (pad_h, pad_w)
 
+    def state(self) -> dict:
+        """Windows are drawn with replacement: the generator is the position."""
+        return {"windows": [len(self.fg), len(self.bg)], "rng": generator_state(self.rng)}
+
+    def restorer(self, state) -> Callable[[], None]:
+        windows, rng = state_fields(state, ("windows", "rng"), "WindowData")
+        check_same(windows, [len(self.fg), len(self.bg)], "foreground and background windows")
+        rng = checked_generator_state(self.rng, rng, "rng")
+
+        def restore():
+            self.rng.bit_generator.state = rng
+        return restore
+
     def next_batch(self):
         crop = self.crop_size
         data = np.zeros((self.batch_size, self.channels, crop, crop), np.float32)
@@ -235,4 +250,4 @@ class WindowDataLayer(PrefetchingLayer):
         batches = _WindowBatches(images, fg, bg, batch_size, p.fg_fraction, crop_size,
                                  p.context_pad, p.crop_mode == "square", t.mirror, p.scale,
                                  mean, mean_values, cache, layer_rng(generator), error)
-        self.start(batches.next_batch, [(batch_size, channels, crop_size, crop_size), (batch_size,)])
+        self.start(batches, [(batch_size, channels, crop_size, crop_size), (batch_size,)])
