@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from google.protobuf import text_format
 
-from . import mode, parallel
+from . import fused_sgd, mode, parallel
 from .errors import CaffeError
 from .glog import caffe_float, loss_note
 from .lr_policy import check_policy, learning_rate
@@ -491,10 +491,25 @@ class SGDSolver:
         self._clip_gradients(diffs)
         if p.iter_size > 1:
             torch._foreach_mul_(diffs, float(_f32(1) / _f32(p.iter_size)))
-        self._regularize(datas, diffs)
         rates = [float(rate * _f32(lr_mult)) for lr_mult in self.net.params_lr]
+        if self._fused_update_fits(datas, diffs):
+            decays = [0.0] * len(datas)
+            for decay, indices in self._decay_groups:
+                for i in indices:
+                    decays[i] = decay
+            fused_sgd.update(datas, diffs, self.history, decays,
+                             float(_f32(self.param.momentum)), rates)
+            return
+        self._regularize(datas, diffs)
         self._compute_update_value(diffs, rates)
         torch._foreach_sub_(datas, diffs)
+
+    def _fused_update_fits(self, datas, diffs) -> bool:
+        """Plain SGD with L2 decay on CPU float32 params: one pass per param
+        (fused_sgd), the same bits as the torch ops below."""
+        return (type(self)._compute_update_value is SGDSolver._compute_update_value
+                and self.param.regularization_type == "L2"
+                and fused_sgd.fits(datas + diffs + self.history) and fused_sgd.available())
 
     def _clip_gradients(self, diffs: list[torch.Tensor]) -> None:
         clip = float(_f32(self.param.clip_gradients))
