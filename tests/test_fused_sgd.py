@@ -104,3 +104,11 @@ def test_offered_wherever_it_can_be_built(monkeypatch):
     assert fused_sgd.available()
     monkeypatch.setenv(fused_sgd.ENV, "0")
     assert not fused_sgd.available()
+
+
+def test_a_bad_setting_is_named(monkeypatch):
+    from torchcaffe.errors import CaffeError
+
+    monkeypatch.setenv(fused_sgd.ENV, "yes")
+    with pytest.raises(CaffeError, match=r"TORCHCAFFE_FUSED_SGD='yes': use 1 .* or 0"):
+        fused_sgd.available()

@@ -131,6 +131,10 @@ def test_a_state_that_does_not_fit_is_refused_and_changes_nothing(images, kind):
     batches(twin, 2)
     with pytest.raises(CaffeError, match="type"):
         reader(net).set_state(dict(state, type="Other"))
+    unshuffled = {"ImageData": "order", "HDF5Data": "file_order"}.get(kind)
+    if unshuffled:  # a state saved by a layer that did not shuffle
+        with pytest.raises(CaffeError, match="shuffled or not"):
+            reader(net).set_state(dict(state, **{unshuffled: None}))
     for key in [k for k in state if k != "type"]:
         damaged = dict(state)
         damaged[key] = "garbage"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import CaffeError
 from .native import NativeUnavailable, load
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,9 @@ def _flags() -> tuple[str, ...] | None:
 
 
 def _torch_update(data, diff, history, decay: float, momentum: float, rate: float) -> None:
-    """The solver's torch ops for one param (SGDSolver's _regularize,
-    _compute_update_value and the final subtraction)."""
+    """The solver's torch ops for one param, mirrored (SGDSolver's L2
+    _regularize, _compute_update_value and the final subtraction; a solver
+    test checks that the two paths agree bit for bit)."""
     if decay:
         diff.add_(data, alpha=decay)
     history.mul_(momentum)
@@ -87,7 +89,11 @@ def available() -> bool:
     """Whether the fused update is built, loaded and matches torch's ops here
     (and not turned off with TORCHCAFFE_FUSED_SGD=0)."""
     global _library, _checked
-    if os.environ.get(ENV) == "0":
+    setting = os.environ.get(ENV, "1")
+    if setting not in ("0", "1"):
+        raise CaffeError(f"{ENV}={setting!r}: use 1 (the fused update where it is built and "
+                         "matches torch's ops; the default) or 0 (torch's ops)")
+    if setting == "0":
         return False
     if _checked is None:
         _checked = False

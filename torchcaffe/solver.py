@@ -197,6 +197,10 @@ class SGDSolver:
         self.history = [_zero_history(p.leaf.detach(), device)
                         for _ in range(self.history_per_param) for p in params]
         self._decay_groups = self._group_decays()
+        self._param_decays = [0.0] * len(self.net.learnable_params)
+        for decay, indices in self._decay_groups:
+            for i in indices:
+                self._param_decays[i] = decay
 
     # ------------------------------------------------------------ set-up
     def _error(self, message: str) -> CaffeError:
@@ -493,11 +497,7 @@ class SGDSolver:
             torch._foreach_mul_(diffs, float(_f32(1) / _f32(p.iter_size)))
         rates = [float(rate * _f32(lr_mult)) for lr_mult in self.net.params_lr]
         if self._fused_update_fits(datas, diffs):
-            decays = [0.0] * len(datas)
-            for decay, indices in self._decay_groups:
-                for i in indices:
-                    decays[i] = decay
-            fused_sgd.update(datas, diffs, self.history, decays,
+            fused_sgd.update(datas, diffs, self.history, self._param_decays,
                              float(_f32(self.param.momentum)), rates)
             return
         self._regularize(datas, diffs)
@@ -532,6 +532,8 @@ class SGDSolver:
             torch._foreach_add_(group_diffs, group_datas, alpha=decay)
 
     def _compute_update_value(self, diffs: list[torch.Tensor], rates: list[float]) -> None:
+        # fused_sgd._torch_update mirrors _regularize's L2 step, these ops and
+        # the final subtraction for its check on each machine: change them together
         momentum = float(_f32(self.param.momentum))
         torch._foreach_mul_(self.history, momentum)
         torch._foreach_mul_(diffs, rates)

@@ -505,11 +505,8 @@ class _ImageListBatches(_Batches):
         check_same(share, list(self.share), "process share")
         check_index(position, len(self.entries), "list position")
         rng = checked_generator_state(self.rng, rng, "order_rng")
-        if (order is None) == self.shuffle:
-            raise CaffeError("the saved read position's order (shuffled or not) differs from "
-                             "this layer's image_data_param.shuffle")
-        if order is not None:
-            order = _permutation(order, len(self.entries), "image order")
+        order = _saved_order(order, self.shuffle, len(self.entries), "image order",
+                             "image_data_param.shuffle")
         restore_transformer = super().restorer(state)
 
         def restore():
@@ -691,18 +688,17 @@ class HDF5DataLayer(DataLayer):
         check_index(offset, 2**63, "row count")
         check_index(file, len(self.files), "file index")
         rng = checked_generator_state(self.rng, rng, "rng")
-        if (file_order is None) == self.shuffle or (row_order is None) == self.shuffle:
-            raise CaffeError("the saved read position's order (shuffled or not) differs from "
-                             "this layer's hdf5_data_param.shuffle")
-        file_order = _permutation(file_order, len(self.files), "file order") \
-            if self.shuffle else np.arange(len(self.files))
+        file_order = _saved_order(file_order, self.shuffle, len(self.files), "file order",
+                                  "hdf5_data_param.shuffle")
+        if file_order is None:
+            file_order = np.arange(len(self.files))
         kept = (self.datasets, self.row_order, generator_state(self.rng))
         try:
             self._load(self.files[file_order[file]])  # checks the file (a shuffle draws)
             check_same(rows, len(self.row_order), f"{self.files[file_order[file]]} with rows")
             check_index(row, rows, "row")
-            if self.shuffle:
-                row_order = _permutation(row_order, rows, "row order")
+            row_order = _saved_order(row_order, self.shuffle, rows, "row order",
+                                     "hdf5_data_param.shuffle")
         except CaffeError:
             self.datasets, self.row_order, self.rng.bit_generator.state = kept
             raise
@@ -713,7 +709,15 @@ class HDF5DataLayer(DataLayer):
             self.row_order = row_order
 
 
-def _permutation(values, size: int, what: str) -> np.ndarray:
+def _saved_order(values, shuffled: bool, size: int, what: str,
+                 setting: str) -> np.ndarray | None:
+    """A saved shuffled order, checked to be a permutation of `size` items
+    (None, and saved as None, where the layer does not shuffle)."""
+    if (values is None) == shuffled:
+        raise CaffeError(f"the saved read position's {what} (shuffled or not) does not match "
+                         f"this layer's {setting}")
+    if values is None:
+        return None
     order = np.asarray(values) if isinstance(values, list) else None
     if order is None or order.shape != (size,) or order.dtype.kind != "i" \
             or not np.array_equal(np.sort(order), np.arange(size)):
