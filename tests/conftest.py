@@ -20,7 +20,7 @@ def pytest_terminal_summary(terminalreporter):
 GOLDEN_MODULES = {"test_golden_layers", "test_golden_nets", "test_golden_solver", "test_golden_zoo"}
 # (forward/backward pairs: one method's forward with another's backward)
 FORCED_KERNELS = ["auto", "im2col,addmm", "channels_last", "winograd", "im2col_openblas,addmm_openblas",
-                  "channels_last/im2col_openblas,linear/addmm_openblas"]
+                  "channels_last/im2col_openblas,linear/addmm_openblas", "direct/tap_gemm"]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -143,6 +143,84 @@ def test_gradients_equal_torch_operator(family, name, g):
         assert float((got - expected).abs().max()) <= 1e-5 * scale
 
 
+def conv_weight_grad_loops(grad, x, window: Window):
+    """Caffe's weight gradient by its definition: per tap, the sum over items
+    and output positions of the output gradient times the input it saw."""
+    n, c, h, wd = x.shape
+    _, o, oh, ow = grad.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = window.kernel, window.stride, window.pad, window.dilation
+    padded = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    padded[:, :, ph:ph + h, pw:pw + wd] = x
+    out = np.zeros((o, c, kh, kw))
+    for i in range(kh):
+        for j in range(kw):
+            patch = padded[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                           j * dw:j * dw + sw * (ow - 1) + 1:sw]
+            out[:, :, i, j] = np.einsum("nohw,nchw->oc", grad, patch)
+    return out
+
+
+# the geometries tap_gemm computes (stride 1, no groups): (in, out, kernel,
+# pad, dilation, items, height, width)
+TAP_GEOMETRIES = [
+    (3, 4, (3, 3), 1, 1, 2, 7, 9),
+    (2, 3, (7, 7), 0, 1, 1, 12, 15),   # fc6-like
+    (3, 2, (3, 3), 6, 1, 2, 4, 5),     # conv1_1-like: the pad wider than the image
+    (4, 3, (3, 2), (2, 1), 2, 3, 9, 8),  # dilated, rectangular, pads per axis
+    (5, 4, (1, 1), 0, 1, 2, 5, 6),
+    (2, 2, (5, 5), 0, 1, 2, 5, 5),     # one output position per item
+]
+
+
+@pytest.mark.parametrize("g", TAP_GEOMETRIES, ids=lambda g: f"k{g[2]}-p{g[3]}-d{g[4]}-n{g[5]}")
+def test_tap_gemm_gradients_equal_explicit_sums(g):
+    c, o, kernel, pad, dilation, items, h, w = g
+    pad = pad if isinstance(pad, tuple) else (pad, pad)
+    window = Window(kernel, (1, 1), pad, (dilation, dilation), 1)
+    gen = torch.Generator().manual_seed(sum(kernel) + c + items)
+    x = torch.randn(items, c, h, w, generator=gen).requires_grad_()
+    weight = torch.randn((o, c) + kernel, generator=gen).requires_grad_()
+    bias = torch.randn(o, generator=gen).requires_grad_()
+    y = kernels.kernel("Convolution", "tap_gemm")(x, weight, bias, window)
+    # a gradient that is a strided view, as a Split or Crop can hand over
+    grad = torch.randn(y.shape[:2] + (y.shape[2], 2 * y.shape[3]), generator=gen)[..., ::2]
+    y.backward(grad)
+    expected_w = conv_weight_grad_loops(grad.double().numpy(), x.detach().double().numpy(), window)
+    np.testing.assert_allclose(weight.grad.numpy(), expected_w, rtol=0,
+                               atol=1e-5 * np.abs(expected_w).max())
+    np.testing.assert_allclose(bias.grad.numpy(), grad.double().sum((0, 2, 3)).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    # the input gradient is oneDNN's, the forward direct's
+    x2, w2 = x.detach().requires_grad_(), weight.detach().requires_grad_()
+    y2 = kernels.kernel("Convolution", "direct")(x2, w2, bias.detach(), window)
+    y2.backward(grad)
+    assert torch.equal(y, y2) and torch.equal(x.grad, x2.grad)
+
+
+def test_tap_gemm_gradients_equal_finite_differences():
+    window = Window((3, 2), (1, 1), (1, 2), (2, 1), 1)
+    gen = torch.Generator().manual_seed(3)
+    x, w, b = (torch.randn(s, generator=gen, dtype=torch.float64).requires_grad_()
+               for s in ((2, 2, 6, 5), (3, 2, 3, 2), (3,)))
+    fn = kernels.kernel("Convolution", "tap_gemm")
+    assert torch.autograd.gradcheck(lambda *t: fn(*t, window), (x, w, b), eps=1e-6, atol=1e-6)
+
+
+def test_tap_gemm_is_a_backward_offered_where_it_computes_the_layer():
+    x = torch.ones(1, 4, 9, 9)
+
+    def offered(stride=1, groups=1, dilation=1, differentiated=True, family="Convolution", t=x):
+        window = Window((3, 3), (stride, stride), (1, 1), (dilation, dilation), groups)
+        return "tap_gemm" in kernel_choice.candidates(family, t, (window,),
+                                                      differentiated=differentiated)
+
+    assert offered() and offered(dilation=2)
+    assert not offered(stride=2) and not offered(groups=2) and not offered(family="Deconvolution")
+    assert not offered(t=torch.ones(1, 4, 9, 9, 9))
+    # no backward, nothing for it to do; and its forward, direct's, is not raced twice
+    assert not offered(differentiated=False)
+
+
 @pytest.mark.parametrize("name", ["im2col", "direct/im2col_openblas", "im2col_openblas/direct"])
 def test_only_the_wanted_gradients_are_computed(name, monkeypatch):
     """No input gradient where autograd does not ask for one (Caffe's
@@ -280,8 +358,8 @@ def test_environment_sets_the_policy(monkeypatch):
 
 CONV_METHODS = ["channels_last", "direct", "im2col", "im2col_openblas"] + \
     (["winograd"] if torch.backends.nnpack.is_available() else [])
-# winograd is for inference only
-TRAINING_METHODS = [m for m in CONV_METHODS if m != "winograd"]
+# winograd is for inference only, tap_gemm a backward only
+TRAINING_METHODS = sorted([m for m in CONV_METHODS if m != "winograd"] + ["tap_gemm"])
 
 
 def _is_conv_kernel(name: str) -> bool:
@@ -326,9 +404,10 @@ def test_choice_is_measured_once_and_survives_a_new_process(measured, monkeypatc
     entries = json.loads(path.read_text())["entries"]
     (key, entry), = entries.items()
     assert entry["kernel"] == first
-    for phase in ("forward", "backward"):
-        assert set(entry[phase]["seconds"]) | set(entry[phase]["dropped"]) == \
-            set(TRAINING_METHODS)
+    raced = {phase: set(entry[phase]["seconds"]) | set(entry[phase]["dropped"])
+             for phase in ("forward", "backward")}
+    assert raced == {"forward": set(TRAINING_METHODS) - {"tap_gemm"},
+                     "backward": set(TRAINING_METHODS)}
     assert "x=1x8x12x12" in key and "grad=w" in key and f"threads={torch.get_num_threads()}" in key
     # a new process: an empty in-memory cache reads the file instead of measuring
     monkeypatch.setattr(kernel_choice, "_cache", kernel_choice._Cache())

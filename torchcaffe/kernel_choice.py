@@ -19,7 +19,7 @@ The policy comes from the environment variable TORCHCAFFE_KERNELS or from
   torch version, so it is measured once.
 - `default`: torch's own operator everywhere (oneDNN / cuDNN; F.linear).
 - kernel names (methods `direct`, `channels_last`, `im2col`,
-  `im2col_openblas`, `winograd`, `linear`, `addmm`, `addmm_openblas`, or
+  `im2col_openblas`, `tap_gemm`, `winograd`, `linear`, `addmm`, `addmm_openblas`, or
   `forward/backward` pairs of them): the first of them that the layer type
   and shape have, else the default; `im2col,addmm` forces Caffe's algorithm
   on all three types.
@@ -238,12 +238,13 @@ def candidates(family: str, x: torch.Tensor, extra: tuple = (),
                excluded: frozenset[str] = frozenset(),
                differentiated: bool = False) -> dict[str, kernels.Method]:
     """The methods that can run this call (`extra`: the layer's geometry;
-    `differentiated`: backward will run through it), the family's default
-    first and never left out."""
+    `differentiated`: backward will run through it; backward-only methods
+    only then), the family's default first and never left out."""
     default = next(iter(kernels.FAMILIES[family]))
     return {name: method for name, method in kernels.FAMILIES[family].items()
             if (name == default or name not in excluded)
             and not (differentiated and method.inference_only)
+            and not (method.forward_of and not differentiated)
             and kernels.available(method, x, extra)
             and (family == "InnerProduct" or x.dim() == 4 or name not in kernels.TWO_D_ONLY)}
 
@@ -378,7 +379,7 @@ def _measure(methods: dict[str, kernels.Method], x, weight, bias, extra,
         inputs = [sample(x), sample(weight), None if bias is None else sample(bias)]
         results = {"forward": _race({
             name: lambda m=method: m.forward(*inputs, *extra) for name, method in methods.items()
-        }, x.device)}
+            if method.forward_of is None}, x.device)}
         if any(grads):
             out = next(iter(methods.values())).forward(*inputs, *extra)
             grad = sample(out)
