@@ -445,10 +445,12 @@ def _tap_weight_grad(grad: torch.Tensor, x: torch.Tensor, window: Window) -> tor
     tap, with no column buffer. The input is padded into a channels x
     (items * rows * columns) matrix and the output gradient zero-filled to
     the same grid; tap (a, b) is then the output gradient times that matrix
-    shifted by a rows and b columns, a plain strided view. The products
-    the zero fill adds are exact zeros (x + 0 == x), and no nonzero
-    gradient reaches past its item's row or column, so the sums are the
-    im2col ones in another order."""
+    shifted by a rows and b columns, a plain strided view. No nonzero
+    gradient reaches past its item's row or column, and the products the
+    zero fill adds are exact zeros for finite inputs (x + 0 == x), so the
+    sums are the im2col ones in another order. (An inf in the input would
+    make a NaN of them; by then the forward has made the loss non-finite
+    anyway.)"""
     (pad_h, pad_w), (dil_h, dil_w) = window.pad, window.dilation
     image = F.pad(x.transpose(0, 1), (pad_w, pad_w, pad_h, pad_h))
     rows, cols = image.shape[2:]
