@@ -9,6 +9,8 @@ module's step clearing its grads as a solver clears param diffs. Timings
 alternate runtime / module iterations so machine load hits both alike; the
 figure is the fastest iteration (the least disturbed by other load). Peak memory is measured for one forward+backward in a
 fresh process per variant (peak RSS on the CPU, peak allocated bytes on CUDA).
+Where `auto` gave some layers' backward to `tap_gemm`, one more row times the
+train net with those layers on oneDNN's backward instead, alternating.
 """
 from __future__ import annotations
 
@@ -194,6 +196,39 @@ def _time_pair(net, module, data, label, device: str, backward: bool, iterations
     return min(times["runtime"]), min(times["module"])
 
 
+def _tap_gemm_rows(net, data, label, device: str, iterations: int) -> list[dict]:
+    """forward+backward with the kernels `auto` chose, against the same with
+    oneDNN's backward wherever `auto` chose `tap_gemm` (what it replaces),
+    alternating; no row where `auto` chose it nowhere."""
+    from torchcaffe import kernel_choice
+
+    chosen = {step.name: step.impl.kernel_name for step in net._steps
+              if getattr(step.impl, "kernel_name", None)}
+    swapped = {name: kernel for name, kernel in chosen.items()
+               if kernel.endswith("/tap_gemm")}
+    if not swapped:
+        return []
+    policies = {
+        "with": ",".join(["default"] + [f"{n}={k}" for n, k in chosen.items()]),
+        "without": ",".join(["default"] + [f"{n}={k.replace('/tap_gemm', '/direct')}"
+                                           for n, k in chosen.items()])}
+    times = {variant: [] for variant in policies}
+    for i in range(iterations + 1):  # the first round warms up
+        for variant, policy in policies.items():
+            with kernel_choice.policy(policy):
+                _sync(device)
+                start = time.perf_counter()
+                _runtime_step(net, data, label, backward=True)
+                _sync(device)
+            if i:
+                times[variant].append(time.perf_counter() - start)
+    log.info("net_speed: tap_gemm ran the backward of %s", ", ".join(swapped))
+    return [{"metric": f"voc-fcn8s forward+backward 1x3x{HEIGHT}x{WIDTH}, tap_gemm on "
+                       f"{len(swapped)} layers", "value": min(times["with"]) * 1e3, "unit": "ms",
+             "baseline": "oneDNN's backward on those layers",
+             "baseline_value": min(times["without"]) * 1e3}]
+
+
 def _check_same_net(net, module, data, device: str) -> None:
     runtime = net.forward(data=data)["score"]
     with torch.no_grad():
@@ -257,6 +292,8 @@ def run(device: str) -> list[dict]:
         runtime, plain = _time_pair(net, module, data, label, device, backward, iterations)
         rows.append({"metric": f"{metric} 1x3x{HEIGHT}x{WIDTH}", "value": runtime * 1e3,
                      "unit": "ms", "baseline": "torch.nn module", "baseline_value": plain * 1e3})
+        if backward:
+            rows += _tap_gemm_rows(net, data, label, device, 2 * iterations)
         del net, module
     label = "peak RSS" if device == "cpu" else "peak CUDA memory"
     rows.append({"metric": f"voc-fcn8s forward+backward {label}",

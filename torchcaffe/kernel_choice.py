@@ -244,7 +244,7 @@ def candidates(family: str, x: torch.Tensor, extra: tuple = (),
     return {name: method for name, method in kernels.FAMILIES[family].items()
             if (name == default or name not in excluded)
             and not (differentiated and method.inference_only)
-            and not (method.forward_of and not differentiated)
+            and not (method.backward_only and not differentiated)
             and kernels.available(method, x, extra)
             and (family == "InnerProduct" or x.dim() == 4 or name not in kernels.TWO_D_ONLY)}
 
@@ -379,7 +379,7 @@ def _measure(methods: dict[str, kernels.Method], x, weight, bias, extra,
         inputs = [sample(x), sample(weight), None if bias is None else sample(bias)]
         results = {"forward": _race({
             name: lambda m=method: m.forward(*inputs, *extra) for name, method in methods.items()
-            if method.forward_of is None}, x.device)}
+            if not method.backward_only}, x.device)}
         if any(grads):
             out = next(iter(methods.values())).forward(*inputs, *extra)
             grad = sample(out)

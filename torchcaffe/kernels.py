@@ -24,9 +24,10 @@ OpenBLAS's GEMM. The methods:
 - `tap_gemm` (Convolution, 2-D, stride 1, no groups; backward only, its
   forward is `direct`'s): the weight gradient as one GEMM (torch's BLAS) per
   kernel tap on shifted views of the zero-padded input, with no column
-  buffer; the input gradient by oneDNN. On VGG's conv3 to conv5 layers it
-  is 10% to 30% faster than oneDNN's weight gradient, which is the slow
-  half of oneDNN's backward (about 1.5x its forward).
+  buffer; the input gradient by oneDNN. oneDNN's weight gradient is the
+  slow half of its backward (1.3x to 1.5x its input gradient on VGG's 3x3
+  layers); from 256 channels on, BLAS's long per-tap products beat it by a
+  few percent in quiet stretches and by up to 30% under load.
 - `winograd` (Convolution, 3x3, stride 1, pad at most 1, no dilation or
   groups, CPU float32, inference only): NNPACK's Winograd F(6x6, 3x3), the
   algorithm cuDNN picks for such layers on GPUs. Its sums are the same in
@@ -436,8 +437,11 @@ def _direct_backward(transposed: bool, nhwc: bool) -> Callable:
 
 # ---------------------------------------------------------------- tap GEMMs
 
+_DIRECT_CONV_BACKWARD = _direct_backward(transposed=False, nhwc=False)
+
+
 def _tap_accepts(window: Window) -> bool:
-    return len(window.kernel) == 2 and window.stride == (1, 1) and window.groups == 1
+    return window.stride == (1, 1) and window.groups == 1
 
 
 def _tap_weight_grad(grad: torch.Tensor, x: torch.Tensor, window: Window) -> torch.Tensor:
@@ -470,9 +474,7 @@ def _tap_weight_grad(grad: torch.Tensor, x: torch.Tensor, window: Window) -> tor
 def _tap_backward(grad, x, weight, has_bias: bool, needs, window: Window):
     grad_x = grad_w = grad_b = None
     if needs[0]:
-        grad_x = torch.ops.aten.convolution_backward(
-            grad, x, weight, None, list(window.stride), list(window.pad),
-            list(window.dilation), False, [0, 0], 1, [True, False, False])[0].contiguous()
+        grad_x = _DIRECT_CONV_BACKWARD(grad, x, weight, False, (True, False, False), window)[0]
     if needs[1]:
         grad_w = _tap_weight_grad(grad, x, window)
     if needs[2] and has_bias:
@@ -577,9 +579,9 @@ class Method:
     #: only for calls no backward runs through (its rounding would compound
     #: over training steps)
     inference_only: bool = False
-    #: a backward-only method: its forward is this other method's, which the
-    #: forward race has already timed
-    forward_of: str | None = None
+    #: a backward only: its forward is another method's (which the forward
+    #: race times), and it is offered only where backward runs
+    backward_only: bool = False
 
 
 def _conv_methods(transposed: bool) -> dict[str, Method]:
@@ -595,7 +597,7 @@ def _conv_methods(transposed: bool) -> dict[str, Method]:
     }
     if not transposed:
         methods["tap_gemm"] = Method(methods["direct"].forward, _tap_backward,
-                                     accepts=_tap_accepts, forward_of="direct")
+                                     accepts=_tap_accepts, backward_only=True)
         methods["winograd"] = Method(NNPACK.convolution, methods["direct"].backward,
                                      nnpack=True, accepts=_winograd_accepts,
                                      inference_only=True)
