@@ -200,18 +200,16 @@ def _tap_gemm_rows(net, data, label, device: str, iterations: int) -> list[dict]
     """forward+backward with the kernels `auto` chose, against the same with
     oneDNN's backward wherever `auto` chose `tap_gemm` (what it replaces),
     alternating; no row where `auto` chose it nowhere."""
-    from torchcaffe import kernel_choice
+    from torchcaffe import kernel_choice, kernels
 
     chosen = {step.name: step.impl.kernel_name for step in net._steps
               if getattr(step.impl, "kernel_name", None)}
-    swapped = {name: kernel for name, kernel in chosen.items()
-               if kernel.endswith("/tap_gemm")}
+    swapped = {name: kernels.join_name(kernels.split_name(kernel)[0], "direct")
+               for name, kernel in chosen.items() if kernels.split_name(kernel)[1] == "tap_gemm"}
     if not swapped:
         return []
-    policies = {
-        "with": ",".join(["default"] + [f"{n}={k}" for n, k in chosen.items()]),
-        "without": ",".join(["default"] + [f"{n}={k.replace('/tap_gemm', '/direct')}"
-                                           for n, k in chosen.items()])}
+    policies = {variant: ",".join(["default"] + [f"{n}={k}" for n, k in choices.items()])
+                for variant, choices in (("with", chosen), ("without", {**chosen, **swapped}))}
     times = {variant: [] for variant in policies}
     for i in range(iterations + 1):  # the first round warms up
         for variant, policy in policies.items():
